@@ -1,0 +1,5 @@
+import sys
+
+from ensemw2s.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""`ensemw2s <step> ...`: one subcommand per workflow stage.
+
+Each subcommand parses its arguments and calls ONE package function; all paths are explicit (the
+Snakemake rules name them), so a step can be rerun by hand from its log line. Bad input ends with one
+line naming the problem and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ensemw2s.errors import UserError
+
+
+def _meta(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--meta {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ensemw2s", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    def step(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("--config", required=True, type=Path, help="run configuration (YAML)")
+        sp.add_argument("--data-dir", default=None, help="override data_dir of the config")
+        return sp
+
+    sp = step("prepare-data", "Write the seeded difficulty splits of one dataset (one JSONL per split + manifest.json).")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
+    sp.add_argument("--out", required=True, type=Path, help="output directory")
+    sp.add_argument("--rater-model", type=Path, default=None, help="difficulty 'model': prepared rater checkpoint")
+
+    sp = step("prepare-model", "Materialise a model entry as a local checkpoint (tiny: build + pretrain; gguf: convert).")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("train-expert", "Train boosting round R's weak expert and write its eps/alpha and next token weights.")
+    sp.add_argument("--weak", required=True)
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--variant", required=True, choices=["boost", "bagging", "sequence"])
+    sp.add_argument("--round", type=int, required=True)
+    sp.add_argument("--data", required=True, type=Path, help="split directory of prepare-data")
+    sp.add_argument("--base", required=True, type=Path, help="weak base checkpoint (prepare-model)")
+    sp.add_argument("--prev", type=Path, default=None, help="previous round's expert directory (round > 1)")
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("ensemble", "Write the manifest of the ensemble of the given experts (paths, weights, combine).")
+    sp.add_argument("--experts", required=True, nargs="+", type=Path, help="expert directories, rounds 1..r")
+    sp.add_argument("--weighting", required=True, choices=["alpha", "uniform"])
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("pseudo-label", "Answer student_pool with the ensemble's greedy decoding (no gold in the output).")
+    sp.add_argument("--manifest", required=True, type=Path)
+    sp.add_argument("--data", required=True, type=Path)
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("train-student", "Fine-tune the strong model on pseudo-answers (student) or gold answers (ceiling).")
+    sp.add_argument("--strong", required=True)
+    sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--data", required=True, type=Path)
+    sp.add_argument("--base", required=True, type=Path, help="strong base checkpoint (prepare-model)")
+    who = sp.add_mutually_exclusive_group(required=True)
+    who.add_argument("--labels", type=Path, help="pseudo-label JSONL: train a student")
+    who.add_argument("--gold", action="store_true", help="use student_pool's gold answers: train the ceiling")
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("evaluate", "Score one model or ensemble on the eval splits with lm-eval (acc, acc_norm, exact_match).")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--data", required=True, type=Path)
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", type=Path, help="a checkpoint, LoRA adapter or prepared model directory")
+    what.add_argument("--manifest", type=Path, help="an ensemble manifest")
+    sp.add_argument("--meta", nargs="*", default=[], help="KEY=VALUE labels stored with the scores")
+    sp.add_argument("--cache", type=Path, default=None, help="per-expert token-probability cache directory")
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("metrics", "Collect score files into the tidy metrics.csv (accuracy, PGR, CIs, best round).")
+    sp.add_argument("--scores", required=True, nargs="+", type=Path)
+    sp.add_argument("--boosting", nargs="*", default=[], type=Path, help="boosting.json files (eps/alpha per round)")
+    sp.add_argument("--out", required=True, type=Path)
+
+    sp = step("report", "Write one table (CSV, Markdown, LaTeX) or figure (PNG, PDF) from metrics.csv.")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--metrics", required=True, type=Path)
+    sp.add_argument("--boosting", nargs="*", default=[], type=Path)
+    sp.add_argument("--out", required=True, type=Path, help="output path without extension")
+
+    sp = step("provenance", "Write the run's provenance.json (commit, config hash, versions, seeds, step times).")
+    sp.add_argument("--records", nargs="*", default=[], type=Path, help="per-step provenance records")
+    sp.add_argument("--out", required=True, type=Path)
+    return p
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from ensemw2s import config as config_mod
+
+    cfg = config_mod.load(args.config, {"data_dir": args.data_dir})
+    s = args.step
+    if s == "prepare-data":
+        from ensemw2s.splits import prepare_data
+
+        seed = cfg.seeds[0] if args.seed is None else args.seed
+        prepare_data(cfg, args.dataset, seed, args.out, rater_model=args.rater_model)
+    elif s == "prepare-model":
+        from ensemw2s.models import prepare_model
+
+        prepare_model(cfg, args.model, args.out)
+    elif s == "train-expert":
+        from ensemw2s.rounds import train_expert
+
+        train_expert(cfg, weak=args.weak, dataset=args.dataset, seed=args.seed, variant=args.variant,
+                     round=args.round, data=args.data, base=args.base, prev=args.prev, out=args.out)
+    elif s == "ensemble":
+        from ensemw2s.ensemble import write_manifest
+
+        write_manifest(cfg, args.experts, args.weighting, args.out)
+    elif s == "pseudo-label":
+        from ensemw2s.pseudolabel import pseudo_label
+
+        pseudo_label(cfg, args.manifest, args.data, args.out)
+    elif s == "train-student":
+        from ensemw2s.students import train_student
+
+        train_student(cfg, strong=args.strong, seed=args.seed, data=args.data, base=args.base,
+                      labels=args.labels, gold=args.gold, out=args.out)
+    elif s == "evaluate":
+        from ensemw2s.evaluate import evaluate
+
+        evaluate(cfg, dataset=args.dataset, data=args.data, model=args.model, manifest=args.manifest,
+                 meta=_meta(args.meta), cache=args.cache, out=args.out)
+    elif s == "metrics":
+        from ensemw2s.collect import write_metrics
+
+        write_metrics(cfg, args.scores, args.boosting, args.out)
+    elif s == "report":
+        from ensemw2s.report import make
+
+        make(args.name, args.metrics, args.boosting, args.out)
+    elif s == "provenance":
+        from ensemw2s.provenance import write_run_provenance
+
+        write_run_provenance(cfg, args.records, args.out)
+    else:  # argparse's choices make this unreachable
+        raise AssertionError(s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _dispatch(args)
+    except UserError as exc:
+        print(f"ensemw2s {args.step}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
