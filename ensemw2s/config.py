@@ -168,6 +168,13 @@ class Config:
     def strong_models(self) -> list[str]:
         return sorted({p.strong for p in self.pairs})
 
+    def ensembles(self) -> dict[str, tuple[str, str]]:
+        """Ensemble name -> (expert-training variant, weighting). bagging is weighted uniformly."""
+        out = {v: (v, "uniform" if v == "bagging" else "alpha") for v in self.boosting.variants}
+        if self.boosting.uniform_baseline and "boost" in self.boosting.variants:
+            out["boost-uniform"] = ("boost", "uniform")
+        return out
+
     def hash(self, *keys: str) -> str:
         """Short hash of the named top-level keys (all keys when none given): a step's config identity."""
         picked = {k: self.raw.get(k) for k in (keys or sorted(self.raw))}

@@ -8,6 +8,7 @@ not copied). `load_causal_lm` accepts a prepared directory, a checkpoint, a LoRA
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -249,18 +250,19 @@ def gguf_path(spec: ModelSpec, work_dir: Path) -> Path:
         if not path.is_file():
             raise UserError(f"models.{spec.name}.gguf_file: {path} does not exist")
         return path
-    try:
-        pkg = importlib.import_module(spec.gguf_package)
-    except ImportError:
+    found_spec = importlib.util.find_spec(spec.gguf_package)
+    if found_spec is None or not found_spec.submodule_search_locations:
         raise UserError(
             f"models.{spec.name}.gguf_package: package {spec.gguf_package!r} is not installed; run `make setup-gguf`"
-        ) from None
+        )
+    # a package that ships the file is not imported (its own imports may need extras we do not install)
+    found = sorted(Path(found_spec.submodule_search_locations[0]).glob("*.gguf"))
+    if len(found) == 1:
+        return found[0]
+    pkg = importlib.import_module(spec.gguf_package)
     if hasattr(pkg, "assemble"):  # chunked packages assemble the file on request
         return Path(pkg.assemble(output_path=work_dir / pkg.MODEL_NAME))
-    found = sorted(Path(pkg.__file__).parent.glob("*.gguf"))
-    if len(found) != 1:
-        raise UserError(f"models.{spec.name}.gguf_package: expected one .gguf file in {spec.gguf_package}, found {len(found)}")
-    return found[0]
+    raise UserError(f"models.{spec.name}.gguf_package: expected one .gguf file in {spec.gguf_package}, found {len(found)}")
 
 
 def _prepare_gguf(spec: ModelSpec, out: Path) -> None:

@@ -95,3 +95,19 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """config_file(**top_level_overrides) -> path of a YAML config (BASE_CONFIG + overrides) for the CLI."""
+    import yaml
+
+    def write(**overrides):
+        raw = copy.deepcopy(BASE_CONFIG)
+        raw["results_dir"] = str(tmp_path / "results")
+        raw.update(overrides)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,142 @@
+"""Token-level AdaBoost math (METHOD.md "Token-level boosting"), as pure functions on tensors.
+
+A weight distribution D lives on answer tokens only. Every function accepts D in any shape: the flat
+(n,) layout of `weights.pt`, or a padded (B, T) layout where a mask put zero on prompt and padding.
+A zero weight stays zero under the update, so prompt and padding never gain mass.
+No I/O here: rounds.py reads and writes, training.py turns weights into loss multipliers.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ensemw2s.registry import Registry
+
+EPS_MIN = 1e-10
+EPS_MAX = 1.0 - 1e-10
+
+
+def _check_finite(x: Tensor, what: str, round: int) -> None:
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(
+            f"boosting round {round}: {what} contains NaN or inf; the weights of the previous round are "
+            f"corrupt or the expert produced non-finite outputs (rerun that round)"
+        )
+
+
+def initial_weights(answer_mask: Tensor) -> Tensor:
+    """D_1: 1/n on each of the n answer tokens (mask True), 0 on prompt and padding."""
+    mask = answer_mask.bool()
+    n = int(mask.sum())
+    if n == 0:
+        raise ValueError("initial_weights: the mask selects no answer tokens; every row needs a non-empty answer")
+    return mask.to(torch.float64) / n
+
+
+def weighted_error(D: Tensor, miss: Tensor, round: int) -> float:
+    """eps_t = sum D * miss, clipped to [1e-10, 1 - 1e-10] so that alpha stays finite."""
+    _check_finite(D, "the token weights D", round)
+    eps = (D.to(torch.float64) * miss.to(torch.float64)).sum()
+    _check_finite(eps, "the weighted error eps", round)
+    return float(eps.clamp(EPS_MIN, EPS_MAX))
+
+
+# alpha rules: (eps, K) -> alpha. Add an entry to add a rule; config's boosting.alpha names it.
+ALPHA_RULES: Registry[Callable[[float, int], float]] = Registry("alpha rule")
+
+
+@ALPHA_RULES.register("samme")
+def samme_alpha(eps: float, k: int) -> float:
+    """log((1-eps)/eps) + log(K-1): the paper's prior term log(1/(1-e) - 1) at chance e = 1 - 1/K."""
+    if k < 2:
+        raise ValueError(f"samme alpha needs K >= 2 classes, got K={k}")
+    return math.log((1.0 - eps) / eps) + math.log(k - 1)
+
+
+@ALPHA_RULES.register("adaboost")
+def adaboost_alpha(eps: float, k: int) -> float:
+    """0.5 log((1-eps)/eps): binary AdaBoost, as in the authors' early code (K unused)."""
+    return 0.5 * math.log((1.0 - eps) / eps)
+
+
+def alpha(rule: str, eps: float, k: int) -> float:
+    return ALPHA_RULES.get(rule)(eps, k)
+
+
+def stop_reason(alpha_t: float, eps: float, rule: str) -> str | None:
+    """None while boosting goes on; else why it stops (alpha <= 0: the expert is no better than chance)."""
+    if alpha_t > 0:
+        return None
+    return (f"alpha = {alpha_t:.6g} <= 0 at weighted error eps = {eps:.6g}: the expert is no better than "
+            f"chance under alpha rule {rule!r}")
+
+
+def update_weights(D: Tensor, miss: Tensor, alpha_t: float, round: int) -> Tensor:
+    """D_{t+1} = D_t * exp(alpha_t * miss_t) / Z_t, computed in float64."""
+    D = D.to(torch.float64)
+    _check_finite(D, "the token weights D", round)
+    # alpha <= log(1e10) + log(K-1) < 60 after clipping: exp cannot overflow
+    new = D * torch.exp(alpha_t * miss.to(torch.float64))
+    new = new / new.sum()  # Z_t
+    _check_finite(new, "the updated token weights", round)
+    return new
+
+
+def sequence_misses(miss: Tensor, offsets: Tensor) -> Tensor:
+    """Broadcast "any token of the answer is missed" over the answer's tokens.
+
+    The sequence variant keeps one weight per answer, spread evenly over its tokens (D_1 is the same
+    token-uniform start, i.e. answer i weighs L_i / n, so round 1 equals boost's round 1). The answer
+    misses if ANY of its tokens misses: the AdaBoost update then multiplies all its tokens by the same
+    factor, and eps = sum over answers of weight * miss. miss: (n,) flat; offsets: (N+1,).
+    """
+    lengths = offsets[1:] - offsets[:-1]  # (N,)
+    row = torch.repeat_interleave(torch.arange(len(lengths)), lengths)  # (n,) row of each token
+    missed_tokens = torch.zeros(len(lengths), dtype=torch.float64).index_add_(0, row, miss.to(torch.float64))  # (N,)
+    return (missed_tokens > 0)[row]
+
+
+def resample_counts(D: Tensor, generator: torch.Generator, n: int | None = None) -> Tensor:
+    """Draw n token positions (default: the number of answer tokens) with replacement from D.
+
+    Returns integer counts with D's shape: how often each token's loss counts; undrawn tokens get 0.
+    """
+    flat = D.flatten().to(torch.float64)
+    if n is None:
+        n = int((flat > 0).sum())
+    draws = torch.multinomial(flat, n, replacement=True, generator=generator)  # (n,)
+    return torch.bincount(draws, minlength=flat.numel()).view_as(D)
+
+
+def bootstrap_counts(n_rows: int, generator: torch.Generator) -> Tensor:
+    """Bagging: how often each example appears in a bootstrap resample of n_rows examples. (n_rows,)"""
+    draws = torch.randint(n_rows, (n_rows,), generator=generator)
+    return torch.bincount(draws, minlength=n_rows)
+
+
+def reweight_multipliers(D: Tensor) -> Tensor:
+    """`reweight` loss multipliers n * D: 1 everywhere under uniform D, so the loss is plain SFT."""
+    n = int((D > 0).sum())
+    return (D.to(torch.float64) * n).to(torch.float32)
+
+
+# token weightings: (D_t, generator) -> loss multipliers (METHOD.md step 2); config's boosting.token_weighting
+LOSS_MULTIPLIERS: Registry[Callable[[Tensor, torch.Generator], Tensor]] = Registry("token weighting")
+LOSS_MULTIPLIERS.add("resample", lambda D, generator: resample_counts(D, generator).to(torch.float32))
+LOSS_MULTIPLIERS.add("reweight", lambda D, generator: reweight_multipliers(D))
+
+
+def weight_entropy(D: Tensor) -> float:
+    """Shannon entropy (nats) of D over its support: log(n) when uniform, falls as D concentrates."""
+    p = D[D > 0].to(torch.float64)
+    return float(-(p * p.log()).sum())
+
+
+def top_share(D: Tensor, fraction: float = 0.1) -> float:
+    """Share of the mass on the top `fraction` of answer tokens (0.1 when uniform)."""
+    p = D[D > 0].to(torch.float64)
+    k = max(1, math.ceil(fraction * p.numel()))
+    return float(p.topk(k).values.sum() / p.sum())

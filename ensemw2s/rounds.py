@@ -1,0 +1,181 @@
+"""One boosting round (`ensemw2s train-expert`): I/O around boosting.py and training.py.
+
+Round t reads weak_train (and val for model selection), loads D_t from round t-1's weights.pt (round 1:
+uniform), trains expert h_t from the weak BASE checkpoint (never from h_{t-1}), measures its
+teacher-forced misses on weak_train and writes, atomically, out/boosting.json, out/weights.pt (D_{t+1})
+and out/model. alpha <= 0 is an expected outcome: the round is recorded as stopped without a model,
+and every later round of that run is recorded as stopped too.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+from transformers import set_seed
+
+from ensemw2s import boosting
+from ensemw2s.config import Config, stable_hash
+from ensemw2s.errors import UserError
+from ensemw2s.io import atomic_dir, read_json, read_jsonl, write_json
+from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
+from ensemw2s.registry import Registry
+from ensemw2s.students import refuse_gold
+from ensemw2s.training import answer_token_ids, answer_token_misses, count_tokens, fit, read_fit_stats
+
+EXPERT_SPLITS = ("weak_train", "val")  # the only splits an expert may read
+
+
+# ---------------------------------------------------------------------------------------------
+# variants: how D_t becomes loss multipliers, and which misses enter eps
+
+
+@dataclass(frozen=True)
+class Variant:
+    # (D_t (n,), offsets (N+1,), round, token_weighting, generator) -> loss multipliers (n,); None = plain SFT
+    multipliers: Callable[[Tensor, Tensor, int, str, torch.Generator], Tensor | None]
+    # (token misses (n,), offsets (N+1,)) -> the misses that enter eps and the update (n,)
+    misses: Callable[[Tensor, Tensor], Tensor]
+    boosted: bool  # False: alpha = 1 and D stays uniform (experts weigh the same)
+
+
+def _boost_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str, generator: torch.Generator):
+    """Round 1 (uniform D) is plain SFT, i.e. the single-weak baseline; later rounds weigh by D_t."""
+    if round == 1:
+        return None
+    return boosting.LOSS_MULTIPLIERS.get(token_weighting)(D, generator)
+
+
+def _bagging_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str, generator: torch.Generator):
+    """Each example's tokens count as often as the example is drawn in a bootstrap resample."""
+    lengths = offsets[1:] - offsets[:-1]  # (N,)
+    return torch.repeat_interleave(boosting.bootstrap_counts(len(lengths), generator), lengths).to(torch.float32)
+
+
+VARIANTS: Registry[Variant] = Registry("variant")
+VARIANTS.add("boost", Variant(_boost_multipliers, lambda miss, offsets: miss, boosted=True))
+VARIANTS.add("sequence", Variant(_boost_multipliers, boosting.sequence_misses, boosted=True))
+VARIANTS.add("bagging", Variant(_bagging_multipliers, lambda miss, offsets: miss, boosted=False))
+
+
+def round_seed(seed: int, round: int) -> int:
+    """The seed of round `round` of replicate `seed`: distinct per round, equal across variants."""
+    return int(stable_hash([seed, round]), 16) % 2**31
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O
+
+
+def read_split(data: Path, split: str) -> list[dict]:
+    """An expert's training or selection rows; student_pool and gold answers are refused."""
+    if split not in EXPERT_SPLITS:
+        raise UserError(f"experts read only {', '.join(EXPERT_SPLITS)}, not {split!r}")
+    return read_jsonl(refuse_gold(data / f"{split}.jsonl"))
+
+
+def _offsets(ids: list[Tensor]) -> Tensor:
+    return torch.tensor([0] + [len(x) for x in ids]).cumsum(0)  # (N+1,)
+
+
+def write_weights(path: Path, uids: list[str], offsets: Tensor, D: Tensor) -> None:
+    """weights.pt: {"uid": [...], "offsets": LongTensor(N+1), "weights": FloatTensor(n)} (docs/architecture.md)."""
+    torch.save({"uid": list(uids), "offsets": offsets.long(), "weights": D.to(torch.float32)}, path)
+
+
+def _previous(prev: Path | None, round: int, variant: str, uids: list[str], offsets: Tensor) -> tuple[Tensor, str | None]:
+    """(D_t as float64 (n,), stop reason of an earlier round or None)."""
+    n = int(offsets[-1])
+    if round == 1:
+        if prev is not None:
+            raise UserError("round 1 starts from uniform weights; drop --prev")
+        return boosting.initial_weights(torch.ones(n, dtype=torch.bool)), None
+    if prev is None:
+        raise UserError(f"round {round} needs --prev, the output directory of round {round - 1} of variant {variant!r}")
+    prev = Path(prev)
+    record = read_json(prev / "boosting.json")
+    if record.get("round") != round - 1 or record.get("variant") != variant:
+        raise UserError(f"--prev {prev} holds round {record.get('round')} of variant {record.get('variant')!r}; "
+                        f"round {round} of {variant!r} needs round {round - 1} of {variant!r}")
+    if not (prev / "weights.pt").is_file():
+        raise UserError(f"{prev / 'weights.pt'}: file not found; rerun round {round - 1}")
+    saved = torch.load(prev / "weights.pt", weights_only=True)
+    if saved["uid"] != list(uids) or not torch.equal(saved["offsets"], offsets):
+        raise UserError(f"{prev / 'weights.pt'} was written for other weak_train rows or another tokenizer/max_length; "
+                        f"rerun the rounds before {round} with the same data, base and training.expert.max_length")
+    D = saved["weights"].to(torch.float64)
+    if not torch.isfinite(D).all() or (D < 0).any() or D.sum() <= 0:
+        raise UserError(f"{prev / 'weights.pt'}: weights are negative, NaN or inf; rerun round {round - 1}")
+    return D / D.sum(), record.get("stop_reason") if record.get("stopped") else None
+
+
+def _save(out: Path, model, tokenizer, uids: list[str], offsets: Tensor, D_next: Tensor, record: dict) -> None:
+    with atomic_dir(out) as tmp:
+        if model is not None:
+            model.save_pretrained(tmp / "model")  # a LoRA model saves just its adapter
+            tokenizer.save_pretrained(tmp / "model")
+        write_weights(tmp / "weights.pt", uids, offsets, D_next)
+        write_json(tmp / "boosting.json", record)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, round: int,
+                 data: str | Path, base: str | Path, prev: str | Path | None, out: str | Path) -> None:
+    """Boosting round `round` of `variant` for (weak, dataset, seed): expert, eps, alpha, D_{t+1}."""
+    start = time.perf_counter()
+    if round < 1:
+        raise UserError(f"--round must be 1 or more, got {round}")
+    var = VARIANTS.get(variant)
+    data, out = Path(data), Path(out)
+    spec, mspec, bspec = cfg.expert_training, cfg.model(weak), cfg.boosting
+    rows = read_split(data, "weak_train")
+    val = read_split(data, "val") if spec.select_on_val else None
+    base = Path(base).resolve() if Path(base).exists() else base  # adapters record their base: keep it absolute
+    tokenizer = load_tokenizer(base)
+    uids = [r["uid"] for r in rows]
+    offsets = _offsets(answer_token_ids(tokenizer, rows, spec.max_length))
+    D, stopped = _previous(prev, round, variant, uids, offsets)
+    K = bspec.samme_k or len(tokenizer)
+    record = {
+        "round": round, "variant": variant, "dataset": dataset, "seed": seed, "round_seed": round_seed(seed, round),
+        "alpha_rule": bspec.alpha if var.boosted else "uniform", "token_weighting": bspec.token_weighting,
+        "K": K, "n_tokens": int(offsets[-1]),
+    }
+    if stopped is not None:  # an earlier round stopped boosting: no expert, weights carried over
+        _save(out, None, None, uids, offsets, D, {
+            **record, "eps": None, "alpha": None, "n_missed": None, "stopped": True, "stop_reason": stopped,
+            "weight_entropy": boosting.weight_entropy(D), "weight_top10_share": boosting.top_share(D),
+            "tokens_processed": 0, "wall_time_s": time.perf_counter() - start,
+        })
+        return
+
+    rseed = record["round_seed"]
+    multipliers = var.multipliers(D, offsets, round, bspec.token_weighting, torch.Generator().manual_seed(rseed))
+    set_seed(rseed)  # LoRA initialisation
+    model = apply_lora(load_causal_lm(base, dtype=mspec.dtype), mspec)
+    ckpt = out.parent / (out.name + ".ckpt")  # outside the atomic temp dir, so a requeued job resumes
+    token_weights = None if multipliers is None else list(multipliers.split((offsets[1:] - offsets[:-1]).tolist()))
+    model = fit(model, tokenizer, rows, spec, rseed, ckpt, token_weights=token_weights, val_rows=val)
+
+    miss = var.misses(torch.cat(answer_token_misses(model, tokenizer, rows, spec.batch_size, spec.max_length)), offsets)
+    eps = boosting.weighted_error(D, miss, round)
+    if var.boosted:
+        alpha = boosting.alpha(bspec.alpha, eps, K)
+        reason = boosting.stop_reason(alpha, eps, bspec.alpha)
+        D_next = D if reason else boosting.update_weights(D, miss, alpha, round)
+    else:
+        alpha, reason, D_next = 1.0, None, D
+    _save(out, None if reason else model, tokenizer, uids, offsets, D_next, {
+        **record, "eps": eps, "alpha": alpha, "n_missed": int(miss.sum()), "stopped": reason is not None,
+        "stop_reason": f"round {round}: {reason}" if reason else None,
+        "weight_entropy": boosting.weight_entropy(D_next), "weight_top10_share": boosting.top_share(D_next),
+        "tokens_processed": read_fit_stats(ckpt)["tokens_processed"] + count_tokens(tokenizer, rows, spec.max_length),
+        "wall_time_s": time.perf_counter() - start,
+    })
+    shutil.rmtree(ckpt)

@@ -1,0 +1,240 @@
+"""Difficulty ratings, seeded disjoint splits and the leak check: `prepare_data` writes one dataset's splits.
+
+A difficulty strategy gives every example a score (larger = harder) and an easy/hard flag. Easy rows
+fill weak_train, val, test_id; hard rows fill student_pool, test_ood. Rows sharing a uid (the same
+question text) always move together, in the folds of the model rater as in the splits, so a question
+never sits on both sides of a train/test or rater-train/rated boundary. The gold answers of
+student_pool are written apart (`gold/`), for the ceiling alone. Same inputs, same bytes.
+
+Trains nothing itself: the `model` strategy's rater fine-tunes through ensemw2s.training.
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ensemw2s.config import SPLITS, Config, DifficultySpec, as_dict, stable_hash
+from ensemw2s.data import DATASETS, DatasetEntry
+from ensemw2s.errors import UserError
+from ensemw2s.io import atomic_dir, sha256_file, write_json, write_jsonl
+from ensemw2s.registry import Registry
+
+EASY_SPLITS = ("weak_train", "val", "test_id")
+HARD_SPLITS = ("student_pool", "test_ood")
+HELD_OUT = ("student_pool", "test_id", "test_ood")  # must share no question with weak_train or val
+GOLD_FIELDS = ("answer", "gold")  # hidden from student_pool with the dataset's own answer fields
+GOLD_FILE = "gold/student_pool.jsonl"
+
+Rater = Callable[[list[dict], list[dict]], list[float]]  # (train rows, rows to score) -> difficulty per row
+
+
+class LeakError(AssertionError):
+    """Two splits share a question: a bug in the split logic, never bad input."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a strategy may use besides the examples."""
+
+    entry: DatasetEntry
+    difficulty: DifficultySpec
+    seed: int
+    rater: Callable[[], Rater]  # built on first use: only the model strategy needs one
+
+
+Strategy = Callable[[list[dict], Context], tuple[list[float], list[bool]]]  # -> (difficulty, hard) per row
+STRATEGIES: Registry[Strategy] = Registry("difficulty strategy")
+
+
+def group_by_uid(rows: list[dict]) -> dict[str, list[int]]:
+    """uid -> row indices, in row order."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[row["uid"]].append(i)
+    return dict(groups)
+
+
+def top_fraction(rows: list[dict], scores: list[float], fraction: float) -> list[bool]:
+    """Hard = the highest-scoring questions (mean score of a uid's rows) up to `fraction` of the rows."""
+    groups = group_by_uid(rows)
+    mean = {uid: sum(scores[i] for i in idx) / len(idx) for uid, idx in groups.items()}
+    target = round(fraction * len(rows))
+    hard = [False] * len(rows)
+    n_hard = 0
+    for uid in sorted(groups, key=lambda u: (-mean[u], u)):
+        if n_hard >= target:
+            break
+        for i in groups[uid]:
+            hard[i] = True
+        n_hard += len(groups[uid])
+    return hard
+
+
+def cross_fit(rows: list[dict], rater: Rater, folds: int, seed: int) -> list[float]:
+    """Score each row with a rater trained on the other folds only; a question's rows share one fold."""
+    uids = sorted(group_by_uid(rows))
+    if len(uids) < folds:
+        raise UserError(f"difficulty.folds={folds} but only {len(uids)} distinct questions; lower folds")
+    random.Random(f"folds:{seed}").shuffle(uids)
+    fold_of = {uid: k % folds for k, uid in enumerate(uids)}
+    scores: list[float] = [0.0] * len(rows)
+    for k in range(folds):
+        held = [i for i, r in enumerate(rows) if fold_of[r["uid"]] == k]
+        train = [r for r in rows if fold_of[r["uid"]] != k]
+        got = rater(train, [rows[i] for i in held])
+        if len(got) != len(held):
+            raise ValueError(f"rater returned {len(got)} scores for {len(held)} rows")
+        for i, s in zip(held, got):
+            scores[i] = float(s)
+    return scores
+
+
+@STRATEGIES.register("source")
+def by_source(rows: list[dict], ctx: Context) -> tuple[list[float], list[bool]]:
+    """The dataset's own labels: hard when the row's source is one of the entry's hard sources."""
+    hard = [r["source"] in ctx.entry.hard_sources for r in rows]
+    return [float(h) for h in hard], hard
+
+
+@STRATEGIES.register("length")
+def by_length(rows: list[dict], ctx: Context) -> tuple[list[float], list[bool]]:
+    """A cheap proxy: words in the prompt and the answer; the longest `hard_fraction` are hard."""
+    scores = [float(len(r["prompt"].split()) + len(r["answer"].split())) for r in rows]
+    return scores, top_fraction(rows, scores, ctx.difficulty.hard_fraction)
+
+
+@STRATEGIES.register("model")
+def by_model(rows: list[dict], ctx: Context) -> tuple[list[float], list[bool]]:
+    """Cross-fitted rater loss on the gold answer; the highest `hard_fraction` are hard."""
+    scores = cross_fit(rows, ctx.rater(), ctx.difficulty.folds, ctx.seed)
+    return scores, top_fraction(rows, scores, ctx.difficulty.hard_fraction)
+
+
+def model_rater(cfg: Config, checkpoint: str | Path, rater_name: str, seed: int) -> Rater:
+    """Rater: a fresh copy of the checkpoint, fine-tuned on the training folds (expert training
+    settings), scores each row by its mean cross-entropy on the gold answer tokens."""
+    from ensemw2s import training
+    from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer, resolve_device
+
+    spec = cfg.model(rater_name)
+    train_spec = cfg.expert_training
+    device = resolve_device(cfg.evaluation.device)
+
+    def score(train_rows: list[dict], score_rows: list[dict]) -> list[float]:
+        tokenizer = load_tokenizer(checkpoint)
+        model = apply_lora(load_causal_lm(checkpoint, dtype=spec.dtype, device=device), spec)
+        with tempfile.TemporaryDirectory(prefix="rater-") as work:
+            model = training.fit(model, tokenizer, train_rows, train_spec, seed, work)
+        losses = training.answer_token_losses(model, tokenizer, score_rows, cfg.evaluation.batch_size,
+                                              train_spec.max_length)
+        return [float(loss.mean()) for loss in losses]
+
+    return score
+
+
+def _fill(groups: list[list[int]], size: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Take groups in order while they fit into `size` rows; the others stay for the next split."""
+    taken, rest, n = [], [], 0
+    for group in groups:
+        if n + len(group) <= size:
+            taken.append(group)
+            n += len(group)
+        else:
+            rest.append(group)
+    return taken, rest
+
+
+def assign_splits(rows: list[dict], hard: list[bool], sizes: dict[str, int], seed: int, dataset: str) -> dict[str, list[int]]:
+    """Split name -> row indices. Seeded and uid-grouped: easy questions fill the easy splits, hard
+    ones the hard splits; a split too small for its size is a UserError naming both numbers."""
+    out: dict[str, list[int]] = {}
+    for tier, names in (("easy", EASY_SPLITS), ("hard", HARD_SPLITS)):
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, (row, h) in enumerate(zip(rows, hard)):
+            if h == (tier == "hard"):
+                groups[row["uid"]].append(i)
+        pending = [groups[uid] for uid in sorted(groups)]
+        random.Random(f"splits:{seed}:{tier}").shuffle(pending)
+        available = sum(map(len, pending))
+        for name in names:
+            taken, rest = _fill(pending, sizes[name])
+            if sum(map(len, taken)) < sizes[name]:
+                raise UserError(
+                    f"dataset {dataset!r}: split {name} needs {sizes[name]} {tier} rows but only "
+                    f"{sum(map(len, pending))} are left ({available} {tier} rows available, "
+                    f"{sum(sizes[n] for n in names)} requested for {' + '.join(names)}); lower "
+                    f"datasets[].sizes.{name}, or move difficulty.hard_fraction"
+                )
+            out[name] = [i for group in taken for i in group]
+            pending = rest
+    return out
+
+
+def check_no_leak(splits: dict[str, list[dict]]) -> None:
+    """Raise LeakError if any question (uid) is in two splits, in particular a held-out one
+    (student_pool, test_id, test_ood) in weak_train or val."""
+    owner: dict[str, str] = {}
+    for name in sorted(splits, key=lambda n: n not in HELD_OUT):  # held-out splits named first in a report
+        for row in splits[name]:
+            first = owner.setdefault(row["uid"], name)
+            if first != name:
+                raise LeakError(f"question uid {row['uid']} is in both {first} and {name}")
+
+
+def public_row(row: dict, entry: DatasetEntry) -> dict:
+    """A student_pool row without anything that reveals gold."""
+    hidden = set(GOLD_FIELDS) | set(entry.answer_fields)
+    return {k: v for k, v in row.items() if k not in hidden}
+
+
+def rate_examples(examples: list[dict], ctx: Context) -> list[dict]:
+    """Examples with `difficulty` and `hard`; all rows of one question take the hardest tier among them."""
+    scores, hard = STRATEGIES.get(ctx.difficulty.strategy)(examples, ctx)
+    for idx in group_by_uid(examples).values():
+        if any(hard[i] for i in idx):
+            for i in idx:
+                hard[i] = True
+    return [{**ex, "difficulty": s, "hard": h} for ex, s, h in zip(examples, scores, hard)]
+
+
+def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_model: str | Path | None = None,
+                 rater: Rater | None = None) -> None:
+    """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
+
+    rater_model: the prepared checkpoint of the config's difficulty.rater, for the `model` strategy
+    (ignored by the others); `rater` injects a ready rater instead (tests).
+    """
+    spec = cfg.dataset(dataset)
+    entry = DATASETS.get(dataset)
+
+    def make_rater() -> Rater:
+        if rater is not None:
+            return rater
+        if rater_model is None:
+            raise UserError(f"dataset {dataset!r}: difficulty strategy 'model' needs the rater's checkpoint; "
+                            f"pass --rater-model (the prepare-model output of models.{spec.difficulty.rater})")
+        return model_rater(cfg, rater_model, spec.difficulty.rater, seed)
+
+    rows = rate_examples(entry.examples(spec, cfg.data_dir), Context(entry, spec.difficulty, seed, make_rater))
+    index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset)
+    splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
+    check_no_leak(splits)
+    pool = splits["student_pool"]
+    with atomic_dir(out) as tmp:
+        for name in SPLITS:
+            write_jsonl(tmp / f"{name}.jsonl", [public_row(r, entry) for r in pool] if name == "student_pool" else splits[name])
+        write_jsonl(tmp / GOLD_FILE, [{"uid": r["uid"], "answer": r["answer"], "gold": r["gold"]} for r in pool])
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*.jsonl"))}
+        write_json(tmp / "manifest.json", {
+            "dataset": dataset,
+            "seed": seed,
+            "strategy": as_dict(spec.difficulty),
+            "sizes": {name: len(splits[name]) for name in SPLITS},
+            "rows": {"all": len(rows), "hard": sum(r["hard"] for r in rows)},
+            "config_hash": stable_hash(as_dict(spec)),
+            "files": files,
+        })

@@ -1,0 +1,122 @@
+"""Strong students on pseudo-answers, and the ceiling on gold answers (`ensemw2s train-student`).
+
+This module owns the gold answers of student_pool (`<data>/gold/student_pool.jsonl`): `read_gold` is
+the only function in the package that reads them, and only for the ceiling. Every other loader of
+training rows calls `refuse_gold` on its paths.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+
+from transformers import set_seed
+
+from ensemw2s.config import Config
+from ensemw2s.errors import UserError
+from ensemw2s.io import atomic_dir, read_jsonl, write_json
+from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
+from ensemw2s.training import fit, read_fit_stats
+
+GOLD_DIR = "gold"
+
+
+def refuse_gold(path: str | Path) -> Path:
+    """Raise unless `path` lies outside a split directory's gold/ folder; return it."""
+    path = Path(path)
+    if path.resolve().parent.name == GOLD_DIR:
+        raise UserError(
+            f"{path}: the gold answers of student_pool are read only by the ceiling "
+            f"(`ensemw2s train-student --gold`); experts and students must not see them"
+        )
+    return path
+
+
+def read_gold(data: str | Path, role: str) -> list[dict]:
+    """Gold rows (uid, answer, gold) of student_pool: for the ceiling, and for nothing else."""
+    if role != "ceiling":
+        raise UserError(f"role {role!r} asked for the gold answers of student_pool; only the ceiling may read them")
+    return read_jsonl(Path(data) / GOLD_DIR / "student_pool.jsonl")
+
+
+def read_pool(data: str | Path) -> list[dict]:
+    """student_pool questions; a row that carries an answer means gold leaked into the pool."""
+    path = refuse_gold(Path(data) / "student_pool.jsonl")
+    rows = read_jsonl(path)
+    for i, row in enumerate(rows):
+        if "answer" in row:
+            raise UserError(f"{path} line {i + 1}: student_pool rows must not carry an answer (gold leaked "
+                            f"into the pool); rerun `ensemw2s prepare-data`")
+    return rows
+
+
+def answer_pool(pool: list[dict], answers: list[dict], source: str, complete: bool) -> list[dict]:
+    """student_pool rows (uid, prompt) joined with answer rows by uid, in pool order.
+
+    Rows that share a uid (same question) take that uid's answers in file order. Every answer needs
+    a pool row (else the labels belong to other data); with `complete`, every pool row needs an
+    answer too. Pseudo-labels may skip rows (pseudolabel.py drops empty answers): those rows are
+    left out of training.
+    """
+    by_uid: dict[str, deque] = defaultdict(deque)
+    for a in answers:
+        by_uid[a.get("uid")].append(a)
+    rows = []
+    for i, row in enumerate(pool):
+        if not by_uid[row["uid"]]:
+            if complete:
+                raise UserError(f"{source}: no answer for student_pool row {i} (uid {row['uid']}); "
+                                f"the answers must come from this split directory's student_pool")
+            continue
+        a = by_uid[row["uid"]].popleft()
+        if not isinstance(a.get("answer"), str):
+            raise UserError(f"{source}: the answer of uid {row['uid']} is not a string")
+        if "prompt" in a and a["prompt"] != row["prompt"]:
+            raise UserError(f"{source}: the prompt of uid {row['uid']} differs from student_pool's; "
+                            f"the labels were made from other splits or another prompt format")
+        rows.append({"uid": row["uid"], "prompt": row["prompt"], "answer": a["answer"]})
+    extra = sum(len(q) for q in by_uid.values())
+    if extra:
+        raise UserError(f"{source}: {extra} answers for uids that student_pool does not have; "
+                        f"the labels must come from this split directory's student_pool")
+    if not rows:
+        raise UserError(f"{source}: no student_pool row has an answer; nothing to train on")
+    return rows
+
+
+def training_rows(data: str | Path, labels: str | Path | None, gold: bool) -> tuple[str, list[dict]]:
+    """(role, rows): student_pool answered by the pseudo-label file (student) or gold (ceiling)."""
+    if gold == (labels is not None):
+        raise UserError("train-student needs exactly one of --labels (a student) and --gold (the ceiling)")
+    pool = read_pool(data)
+    if gold:
+        return "ceiling", answer_pool(pool, read_gold(data, role="ceiling"), f"{Path(data) / GOLD_DIR}", complete=True)
+    return "student", answer_pool(pool, read_jsonl(refuse_gold(labels)), str(labels), complete=False)
+
+
+def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: str | Path,
+                  labels: str | Path | None, gold: bool, out: str | Path) -> None:
+    """Fine-tune the strong base on student_pool (pseudo or gold answers); write out/model + out/train.json."""
+    start = time.perf_counter()
+    data, out = Path(data), Path(out)
+    spec, mspec = cfg.student_training, cfg.model(strong)
+    role, rows = training_rows(data, labels, gold)
+    val = read_jsonl(refuse_gold(data / "val.jsonl")) if spec.select_on_val else None
+    base = Path(base).resolve() if Path(base).exists() else base  # adapters record their base: keep it absolute
+    tokenizer = load_tokenizer(base)
+    set_seed(seed)  # LoRA initialisation
+    model = apply_lora(load_causal_lm(base, dtype=mspec.dtype), mspec)
+    ckpt = out.parent / (out.name + ".ckpt")  # outside the atomic temp dir, so a requeued job resumes
+    model = fit(model, tokenizer, rows, spec, seed, ckpt, val_rows=val)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        write_json(tmp / "train.json", {
+            "role": role,
+            "n_rows": len(rows),
+            "seed": seed,
+            "tokens_processed": read_fit_stats(ckpt)["tokens_processed"],
+            "wall_time_s": time.perf_counter() - start,
+        })
+    shutil.rmtree(ckpt)

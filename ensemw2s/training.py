@@ -1,0 +1,325 @@
+"""Fine-tuning with per-answer-token loss multipliers on transformers' Trainer; teacher-forced probes.
+
+Training text is `prompt + " " + answer + eos` (docs/architecture.md): answer tokens are the tokens of
+`" " + answer` plus EOS, and only they carry labels. This module knows nothing about boosting rounds:
+callers hand `fit` one loss multiplier per answer token (resample counts, n * D, bootstrap counts),
+or None for plain SFT. Loss = sum(multiplier * CE) / (answer tokens in the batch).
+
+Trainer's `compute_loss_func` receives only (outputs, labels, num_items_in_batch) (transformers
+5.24), so a token_weights column can never reach it; `_WeightedTrainer.compute_loss`, the seam
+Trainer documents for losses that need other inputs, is the one method overridden.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ensemw2s.config import TrainingSpec, as_dict, stable_hash
+from ensemw2s.errors import UserError
+from ensemw2s.io import read_json, write_json
+
+IGNORE = -100  # label of prompt and padding positions (no loss)
+FIT_STATS = "fit.json"  # written into fit's out_dir: tokens_processed, steps, val losses
+FIT_KEY = "fit_inputs.json"  # identity of the inputs a checkpoint directory belongs to
+
+
+# ---------------------------------------------------------------------------------------------
+# encoding
+
+
+def _pad_id(tokenizer) -> int:
+    """GPT-2 style tokenizers have no pad token: pad with EOS (padding is masked anyway)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _row_name(row: dict, i: int) -> str:
+    return f"row {i}" + (f" (uid {row['uid']})" if "uid" in row else "")
+
+
+def encode_row(tokenizer, row: dict, max_length: int, i: int = 0) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) of one row; answer ids = tokens of " " + answer, then EOS.
+
+    Prompt and answer are encoded apart so the boundary is exact. A row longer than max_length
+    loses prompt tokens from the left (one prompt token always stays as context); an answer longer
+    than max_length - 1 loses its tail. Weights must be aligned with `answer_token_ids`, which applies
+    the same rule.
+    """
+    for key in ("prompt", "answer"):
+        if not isinstance(row.get(key), str):
+            raise UserError(f"{_row_name(row, i)}: field {key!r} must be a string; training rows need prompt and answer")
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no EOS token; answers must end with EOS (set tokenizer.eos_token)")
+    prompt = tokenizer(row["prompt"]).input_ids
+    answer = tokenizer(" " + row["answer"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    if not prompt:
+        raise UserError(f"{_row_name(row, i)}: empty prompt; the first answer token needs context to be predicted")
+    answer = answer[: max_length - 1]
+    prompt = prompt[-(max_length - len(answer)):]
+    return prompt, answer
+
+
+def answer_token_ids(tokenizer, rows: list[dict], max_length: int) -> list[Tensor]:
+    """Per row, the answer token ids (incl. EOS) that carry loss and weight: the weights' layout."""
+    return [torch.tensor(encode_row(tokenizer, r, max_length, i)[1]) for i, r in enumerate(rows)]
+
+
+class WeightedCollator:
+    """Rows {prompt, answer, token_weights?} -> right-padded batch tensors.
+
+    Output: input_ids, attention_mask, labels (IGNORE on prompt and padding), token_weights (0 on
+    prompt and padding; 1 per answer token when the row has none), all (B, T). Padding is always on
+    the right whatever tokenizer.padding_side says: positions then start at 0 for GPT-2 (absolute
+    positions) and Llama alike, and the attention mask hides the tail.
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, rows: list[dict]) -> dict[str, Tensor]:
+        enc = [encode_row(self.tokenizer, r, self.max_length, i) for i, r in enumerate(rows)]
+        T = max(len(p) + len(a) for p, a in enc)
+        B = len(rows)
+        input_ids = torch.full((B, T), _pad_id(self.tokenizer), dtype=torch.long)
+        attention_mask = torch.zeros((B, T), dtype=torch.long)
+        labels = torch.full((B, T), IGNORE, dtype=torch.long)
+        weights = torch.zeros((B, T), dtype=torch.float32)
+        for b, (row, (prompt, answer)) in enumerate(zip(rows, enc)):
+            p, L = len(prompt), len(answer)
+            w = row.get("token_weights")
+            w = torch.ones(L) if w is None else torch.as_tensor(w, dtype=torch.float32)
+            if w.shape != (L,):
+                raise UserError(
+                    f"{_row_name(row, b)}: {w.numel()} token weights for {L} answer tokens; build the weights "
+                    f"with training.answer_token_ids and the same max_length"
+                )
+            input_ids[b, : p + L] = torch.tensor(prompt + answer)
+            attention_mask[b, : p + L] = 1
+            labels[b, p : p + L] = torch.tensor(answer)
+            weights[b, p : p + L] = w
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "token_weights": weights}
+
+
+# ---------------------------------------------------------------------------------------------
+# loss
+
+
+def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor, num_items: Tensor | int | None = None) -> Tensor:
+    """sum(weight * CE) over answer tokens / number of answer tokens (of the accumulated batch).
+
+    logits (B, T, V); labels, weights (B, T). Position t predicts token t+1. With weight 1 on every
+    answer token this is the plain SFT loss (transformers' causal-LM loss) exactly.
+    """
+    V = logits.shape[-1]
+    targets = labels[:, 1:]  # (B, T-1)
+    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE,
+                         reduction="none").view_as(targets)  # (B, T-1), 0 where ignored
+    n = (targets != IGNORE).sum() if num_items is None else num_items
+    return (ce * weights[:, 1:]).sum() / n
+
+
+class _WeightedTrainer(Trainer):
+    """Trainer whose loss sees the per-token weights."""
+
+    loss_is_scaled_for_ga = True  # normalised by the answer tokens of the whole accumulated batch
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # makes Trainer count the answer tokens of each accumulated batch (num_items_in_batch); our
+        # compute_loss never forwards that count to the model
+        self.model_accepts_loss_kwargs = True
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        weights = inputs.pop("token_weights")
+        outputs = model(**inputs)
+        loss = weighted_lm_loss(outputs.logits, labels, weights, num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.args.world_size  # the count spans all processes, and DDP averages their gradients
+        if model.training and not torch.isfinite(loss):
+            raise UserError(
+                f"training loss is {loss.item()} at step {self.state.global_step + 1} (epoch {self.state.epoch:.2f}); "
+                f"lower training.learning_rate or use precision fp32/bf16 instead of fp16"
+            )
+        return (loss, outputs) if return_outputs else loss
+
+
+class _SaveEvery(TrainerCallback):
+    """Checkpoint every `steps` steps while save_strategy='best' keeps the best epoch (resume after a kill)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.steps == 0:
+            control.should_save = True
+        return control
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+
+
+def _items(tokenizer, rows: list[dict], max_length: int, token_weights: list[Tensor] | None) -> list[dict]:
+    if not rows:
+        raise UserError("no training rows: the split is empty")
+    if token_weights is None:
+        return [{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]
+    if len(token_weights) != len(rows):
+        raise UserError(f"{len(token_weights)} token-weight tensors for {len(rows)} rows; pass one per row")
+    ids = answer_token_ids(tokenizer, rows, max_length)
+    items = []
+    for i, (r, w, a) in enumerate(zip(rows, token_weights, ids)):
+        if w.shape != a.shape:
+            raise UserError(f"{_row_name(r, i)}: {w.numel()} token weights for {a.numel()} answer tokens; "
+                            f"align weights with training.answer_token_ids(tokenizer, rows, {max_length})")
+        items.append({"prompt": r["prompt"], "answer": r["answer"], "token_weights": w.float()})
+    return items
+
+
+def count_tokens(tokenizer, rows: list[dict], max_length: int) -> int:
+    """Non-padding tokens of the rows' training texts (compute accounting)."""
+    return sum(len(p) + len(a) for p, a in (encode_row(tokenizer, r, max_length, i) for i, r in enumerate(rows)))
+
+
+def _resume_point(out_dir: Path, key: str) -> str | None:
+    """The last checkpoint in out_dir if it belongs to the same inputs; refuse a stale one."""
+    last = get_last_checkpoint(out_dir) if out_dir.is_dir() else None
+    if last is not None:
+        saved = read_json(out_dir / FIT_KEY)["key"] if (out_dir / FIT_KEY).is_file() else None
+        if saved != key:
+            raise UserError(
+                f"{out_dir} holds checkpoints of a different training run (other rows, weights, seed or "
+                f"settings); delete {out_dir} to start afresh"
+            )
+    return last
+
+
+def _warmup_steps(spec: TrainingSpec, n_rows: int) -> int:
+    """warmup_ratio as steps, with Trainer's count of optimizer steps."""
+    per_epoch = max(math.ceil(math.ceil(n_rows / spec.batch_size) / spec.grad_accum), 1)
+    return math.ceil(spec.warmup_ratio * math.ceil(spec.epochs * per_epoch))
+
+
+def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_dir: str | Path,
+        token_weights: list[Tensor] | None = None, val_rows: list[dict] | None = None):
+    """Fine-tune `model` on rows (prompt -> answer) and return it.
+
+    token_weights: per row, one loss multiplier per answer token incl. EOS (`answer_token_ids`
+    layout); None = 1 everywhere = plain SFT. Checkpoints go to out_dir every spec.save_steps steps; a
+    rerun with the same inputs resumes from the last one (SLURM requeue). With spec.select_on_val and
+    val_rows, the epoch with the lowest val loss is kept (val_rows only; without them, the last).
+    Writes out_dir/fit.json (tokens_processed, global_step, val_losses, best_val_loss, resumed_from).
+    """
+    out_dir = Path(out_dir)
+    if spec.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("training precision fp16 needs a CUDA GPU; use precision fp32 or bf16 on CPU")
+    train = _items(tokenizer, rows, spec.max_length, token_weights)
+    val = _items(tokenizer, val_rows, spec.max_length, None) if val_rows else None
+    select = spec.select_on_val and val is not None
+    key = stable_hash({
+        "spec": as_dict(spec), "seed": seed, "rows": [(r["prompt"], r["answer"]) for r in train],
+        "weights": [w.tolist() for w in token_weights] if token_weights is not None else None, "val": val,
+    })
+    resume = _resume_point(out_dir, key)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / FIT_KEY, {"key": key})
+
+    args = TrainingArguments(
+        output_dir=str(out_dir),
+        num_train_epochs=spec.epochs,
+        per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.grad_accum,
+        learning_rate=spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        warmup_steps=_warmup_steps(spec, len(train)),
+        lr_scheduler_type="linear",
+        bf16=spec.precision == "bf16",
+        fp16=spec.precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        # select: save the best epoch ('best') plus every save_steps (_SaveEvery) for resume
+        save_strategy="best" if select else "steps",
+        save_steps=spec.save_steps,
+        save_total_limit=1,  # with load_best_model_at_end Trainer keeps the best and the latest
+        eval_strategy="epoch" if select else "no",
+        metric_for_best_model="eval_loss" if select else None,
+        greater_is_better=False,
+        load_best_model_at_end=select,
+        remove_unused_columns=False,  # keep the prompt/answer/token_weights columns for the collator
+        prediction_loss_only=True,
+        include_num_input_tokens_seen="non_padding",
+        logging_steps=max(1, spec.save_steps // 4),
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = _WeightedTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=val,
+        data_collator=WeightedCollator(tokenizer, spec.max_length),
+        processing_class=tokenizer,
+        callbacks=[_SaveEvery(spec.save_steps)] if select else None,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    state = trainer.state
+    val_losses = [log["eval_loss"] for log in state.log_history if "eval_loss" in log]  # one per epoch
+    val_tokens = count_tokens(tokenizer, val_rows, spec.max_length) if val else 0
+    write_json(out_dir / FIT_STATS, {
+        "tokens_processed": int(state.num_input_tokens_seen) + len(val_losses) * val_tokens,
+        "global_step": state.global_step,
+        "val_losses": val_losses,
+        "best_val_loss": state.best_metric if select else None,
+        "resumed_from": resume,
+    })
+    return trainer.model
+
+
+# ---------------------------------------------------------------------------------------------
+# teacher-forced probes
+
+
+@torch.no_grad()
+def _teacher_forced(model, tokenizer, rows: list[dict], batch_size: int, max_length: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Per row: (logits predicting each answer token (L, V) float32, answer ids (L,)), on CPU."""
+    collate = WeightedCollator(tokenizer, max_length)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start : start + batch_size])
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits[:, :-1]  # (B, T-1, V)
+            targets = batch["labels"][:, 1:]  # (B, T-1)
+            for b in range(len(targets)):
+                mask = targets[b] != IGNORE  # (T-1,)
+                yield logits[b][mask.to(device)].float().cpu(), targets[b][mask]
+    finally:
+        model.train(was_training)
+
+
+def answer_token_losses(model, tokenizer, rows: list[dict], batch_size: int, max_length: int) -> list[Tensor]:
+    """Per row, the teacher-forced cross-entropy of each answer token (incl. EOS). (L_i,) each."""
+    return [F.cross_entropy(lg, y, reduction="none") for lg, y in _teacher_forced(model, tokenizer, rows, batch_size, max_length)]
+
+
+def answer_token_misses(model, tokenizer, rows: list[dict], batch_size: int, max_length: int) -> list[Tensor]:
+    """Per row, True where the teacher-forced greedy token (argmax) differs from the gold token. (L_i,) each."""
+    return [lg.argmax(-1) != y for lg, y in _teacher_forced(model, tokenizer, rows, batch_size, max_length)]
+
+
+def read_fit_stats(out_dir: str | Path) -> dict:
+    """The fit.json that `fit` wrote into out_dir."""
+    return read_json(Path(out_dir) / FIT_STATS)

@@ -1,0 +1,255 @@
+"""collect.py: score files + boosting.json -> metrics.csv; derived rows recomputed from the accuracy rows."""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ensemw2s import config as config_mod
+from ensemw2s.collect import COLUMNS, write_metrics
+from ensemw2s.config import stable_hash
+from ensemw2s.errors import UserError
+from ensemw2s.io import read_json, write_json
+from tests.conftest import BASE_CONFIG
+
+N = 60  # examples per split: every accuracy below is a multiple of 1/60 and is hit exactly
+SPLITS = ("val", "test_id", "test_ood")
+
+
+def _accuracy(role: str, ensemble: str, r: int, split: str, seed: int, score: str) -> float:
+    """A plausible run: ensembles and students improve with r, OOD is harder, seeds differ a little."""
+    base = {"weak_base": 0.30, "strong_base": 0.35, "expert": 0.45, "ensemble": 0.45, "student": 0.55,
+            "ceiling": 0.75}[role]
+    gain = {"expert": 0.0, "ensemble": 0.05, "student": 0.0333}.get(role, 0.0) * (r - 1)
+    gain *= {"boost": 1.0, "boost-uniform": 0.6, "bagging": 0.3, "sequence": 0.8}.get(ensemble, 1.0)
+    if role == "expert" and r > 1:  # later experts alone are worse: they specialise on hard tokens
+        gain = -0.05 * (r - 1)
+    shift = {"val": 0.0, "test_id": 0.0167, "test_ood": -0.1}[split] + 0.0167 * seed
+    shift += {"acc": 0.0, "acc_norm": 0.0333, "exact_match": -0.1}[score]
+    noise = (int(stable_hash([role, ensemble, r, seed]), 16) % 5 - 2) / N  # a model's luck on one seed
+    return round((base + gain + shift + noise) * N) / N
+
+
+def _bits(acc: float, key: str) -> list[int]:
+    x = np.zeros(N, dtype=int)
+    x[: round(acc * N)] = 1
+    return np.random.default_rng(int(stable_hash(key), 16)).permutation(x).tolist()
+
+
+def score_file(path: Path, meta: dict, accuracy, tokens: int = 1000) -> Path:
+    """Write a score file in the format of docs/architecture.md with exact per-split accuracies."""
+    splits = {}
+    for split in SPLITS:
+        per = {m: _bits(accuracy(split, m), f"{path}{split}{m}") for m in ("acc", "acc_norm", "exact_match")}
+        splits[split] = {"n": N, **{m: float(np.mean(v)) for m, v in per.items()}, "per_example": per,
+                         "uids": [f"{split}-{i}" for i in range(N)]}
+    write_json(path, {"meta": meta, "splits": splits, "tokens_processed": tokens})
+    return path
+
+
+def fake_run(root: Path, seeds=(0, 1), rounds=3, datasets=("sciq",), ensembles=("boost", "boost-uniform", "bagging"),
+             variants=("boost", "bagging"), weak="gpt2", strong="gpt2-xl") -> tuple[list[Path], list[Path]]:
+    """Score files of every role and boosting.json of every round; returns (score files, boosting files)."""
+    scores, boosting = [], []
+    for ds in datasets:
+        for seed in seeds:
+            d = root / "scores" / ds / f"s{seed}"
+            meta = dict(dataset=ds, seed=seed, weak_model="", strong_model="", ensemble="", round=0)
+
+            def add(rel, role, ens="", r=0, **kw):
+                m = {**meta, "role": role, "ensemble": ens, "round": r, **kw}
+                acc = lambda split, score: _accuracy(role, ens, r, split, seed, score)  # noqa: E731
+                scores.append(score_file(d / rel, m, acc, tokens=1000 * (r or 1)))
+
+            add(f"weak_base/{weak}.json", "weak_base", weak_model=weak)
+            add(f"strong_base/{strong}.json", "strong_base", strong_model=strong)
+            add(f"ceiling/{strong}.json", "ceiling", strong_model=strong)
+            for r in range(1, rounds + 1):
+                for v in variants:
+                    add(f"expert/{weak}/{v}/r{r}.json", "expert", v, r, weak_model=weak)
+                    exp = root / "experts" / weak / ds / f"s{seed}" / v / f"r{r}" / "boosting.json"
+                    eps = 0.30 + {"boost": 0.05, "bagging": 0.02}.get(v, 0.04) * r + 0.01 * seed
+                    alpha = math.log((1 - eps) / eps) + math.log(299)
+                    write_json(exp, {"round": r, "variant": v, "eps": eps, "alpha": alpha,
+                                     "K": 300, "n_tokens": 500, "n_missed": int(500 * eps), "stopped": False,
+                                     "stop_reason": None, "weight_entropy": math.log(500) - (eps - 0.3) * 4 * r,
+                                     "weight_top10_share": 0.1 + (eps - 0.3) * r})
+                    boosting.append(exp)
+                for e in ensembles:
+                    add(f"ensemble/{weak}/{e}/r{r}.json", "ensemble", e, r, weak_model=weak)
+                    add(f"student/{weak}__{strong}/{e}/r{r}.json", "student", e, r, weak_model=weak,
+                        strong_model=strong)
+    return scores, boosting
+
+
+def read_rows(path: Path) -> Rows:
+    with open(path, newline="") as fh:
+        return Rows(csv.DictReader(fh))
+
+
+class Rows(list):
+    """metrics.csv rows with a per-metric index (the tests look rows up thousands of times)."""
+
+    def __init__(self, rows):
+        super().__init__(rows)
+        self.by_metric: dict[str, list[dict]] = {}
+        for r in self:
+            self.by_metric.setdefault(r["metric"], []).append(r)
+
+
+def find(rows, **kw) -> list[dict]:
+    pool = rows.by_metric.get(str(kw["metric"]), []) if "metric" in kw and isinstance(rows, Rows) else rows
+    return [r for r in pool if all(r[k] == str(v) for k, v in kw.items())]
+
+
+def one(rows, **kw) -> dict:
+    hits = find(rows, **kw)
+    assert len(hits) == 1, (kw, hits)
+    return hits[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One collected fake run (2 seeds, 3 rounds, 3 ensembles) shared by the read-only tests below."""
+    root = tmp_path_factory.mktemp("run")
+    cfg = config_mod.from_dict({**copy.deepcopy(BASE_CONFIG), "results_dir": str(root / "results")})
+    scores, boosting = fake_run(root)
+    out = write_metrics(cfg, scores, boosting, root / "metrics.csv")
+    return cfg, scores, boosting, out, read_rows(out)
+
+
+def test_columns_and_accuracy_rows_match_score_files(run):
+    cfg, scores, _, out, rows = run
+    assert list(rows[0]) == COLUMNS
+    for path in scores:
+        s = read_json(path)
+        meta = s["meta"]
+        for split in SPLITS:
+            for m in ("acc", "acc_norm", "exact_match"):
+                row = one(rows, role=meta["role"], dataset="sciq", seed=meta["seed"], round=meta["round"],
+                          ensemble=meta["ensemble"], eval_split=split, metric=m, weak_model=meta["weak_model"],
+                          strong_model=meta["strong_model"])
+                assert float(row["value"]) == pytest.approx(s["splits"][split][m], abs=1e-9)
+                assert float(row["ci_low"]) <= float(row["value"]) <= float(row["ci_high"])
+                assert row["n"] == str(N) and row["score"] == m
+
+
+def test_pgr_recomputed_from_accuracy_rows(run):
+    *_, rows = run
+    pgr_rows = find(rows, metric="pgr_vs_weak")
+    # 2 seeds x 3 ensembles x 3 rounds x 3 splits x 3 scores
+    assert len([r for r in pgr_rows if r["seed"] != "all"]) == 2 * 3 * 3 * 3 * 3
+    for row in (r for r in pgr_rows if r["seed"] != "all"):
+        acc = lambda **kw: float(one(rows, dataset="sciq", seed=row["seed"], eval_split=row["eval_split"],  # noqa: E731
+                                     metric=row["score"], **kw)["value"])
+        student = acc(role="student", ensemble=row["ensemble"], round=row["round"])
+        weak = acc(role="expert", ensemble="boost", round=1)
+        ceiling = acc(role="ceiling")
+        assert float(row["value"]) == pytest.approx((student - weak) / (ceiling - weak), rel=1e-8)
+        gap = one(rows, **{k: row[k] for k in ("role", "ensemble", "round", "seed", "eval_split", "score")},
+                  metric="gap_ceiling_minus_weak")
+        assert float(gap["value"]) == pytest.approx(ceiling - weak, abs=1e-9)
+        assert float(row["ci_low"]) <= float(row["value"]) <= float(row["ci_high"])
+        supervisor = acc(role="ensemble", ensemble=row["ensemble"], round=row["round"])
+        vs_ens = one(rows, **{k: row[k] for k in ("role", "ensemble", "round", "seed", "eval_split", "score")},
+                     metric="pgr_vs_ensemble")
+        assert float(vs_ens["value"]) == pytest.approx((student - supervisor) / (ceiling - supervisor), rel=1e-8)
+
+
+def test_improvements_in_points(run):
+    *_, rows = run
+    for row in find(rows, metric="improvement_vs_expert1", seed=0):
+        acc = lambda **kw: float(one(rows, dataset="sciq", seed=0, eval_split=row["eval_split"],  # noqa: E731
+                                     metric=row["score"], **kw)["value"])
+        expected = 100 * (acc(role="ensemble", ensemble=row["ensemble"], round=row["round"])
+                          - acc(role="expert", ensemble="boost", round=1))
+        assert float(row["value"]) == pytest.approx(expected, abs=1e-7)
+    boost3 = one(rows, metric="improvement_vs_student1", seed=0, ensemble="boost", round=3, eval_split="test_id",
+                 score="acc")
+    assert float(boost3["value"]) == pytest.approx(100 * (_accuracy("student", "boost", 3, "test_id", 0, "acc")
+                                                          - _accuracy("student", "boost", 1, "test_id", 0, "acc")))
+    assert float(boost3["ci_low"]) <= float(boost3["value"]) <= float(boost3["ci_high"])
+
+
+def test_best_round_is_argmax_of_val(run):
+    *_, rows = run
+    for row in find(rows, metric="best_round"):
+        val = {int(r["round"]): float(r["value"]) for r in find(rows, role=row["role"], ensemble=row["ensemble"],
+                                                              seed=row["seed"], eval_split="val", metric=row["score"],
+                                                              strong_model=row["strong_model"])}
+        top = max(val.values())
+        assert int(row["value"]) == min(r for r, v in val.items() if v == top)
+        assert row["eval_split"] == "val" and row["round"] == "0"
+    assert one(rows, metric="best_round", role="ensemble", ensemble="boost", seed="all", score="acc")["value"] == "3"
+
+
+def test_seed_rows_are_means_with_t_intervals(run):
+    *_, rows = run
+    pooled = one(rows, role="student", ensemble="boost", round=3, eval_split="test_ood", metric="acc", seed="all")
+    per_seed = [float(one(rows, role="student", ensemble="boost", round=3, eval_split="test_ood", metric="acc",
+                          seed=s)["value"]) for s in (0, 1)]
+    assert float(pooled["value"]) == pytest.approx(np.mean(per_seed))
+    assert pooled["n"] == "2"
+    assert per_seed[0] != per_seed[1]
+    # two seeds: half-width = t_{0.975, 1} * sd / sqrt(2) = 12.7062 * |a - b| / 2
+    half = 12.7062047 * abs(per_seed[0] - per_seed[1]) / 2
+    assert float(pooled["ci_high"]) - float(pooled["value"]) == pytest.approx(half, abs=1e-6)
+    assert float(pooled["value"]) - float(pooled["ci_low"]) == pytest.approx(half, abs=1e-6)
+    assert not find(rows, metric="tokens_processed", seed="all")
+
+
+def test_boosting_rows(run):
+    *_, rows = run
+    eps = one(rows, metric="eps", ensemble="bagging", round=2, seed=1)
+    labels = (eps["eval_split"], eps["role"], eps["weak_model"], eps["dataset"])
+    assert labels == ("weak_train", "expert", "gpt2", "sciq")
+    assert float(eps["value"]) == pytest.approx(0.30 + 0.02 * 2 + 0.01)
+    assert eps["n"] == "500"
+    assert {r["metric"] for r in find(rows, eval_split="weak_train")} == {"eps", "alpha", "weight_entropy",
+                                                                            "weight_top10_share"}
+
+
+def test_reruns_are_byte_identical_whatever_the_input_order(run, tmp_path):
+    cfg, scores, boosting, out, _ = run
+    again = write_metrics(cfg, list(reversed(scores)), list(reversed(boosting)), tmp_path / "again.csv")
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_zero_gap_gives_empty_pgr_not_inf(tmp_path, make_config):
+    root = tmp_path / "run"
+    flat = lambda split, score: 0.5  # noqa: E731
+    files = [
+        score_file(root / "e.json", dict(role="expert", dataset="d", seed=0, weak_model="w", strong_model="",
+                                         ensemble="boost", round=1), flat),
+        score_file(root / "c.json", dict(role="ceiling", dataset="d", seed=0, weak_model="", strong_model="s",
+                                         ensemble="", round=0), flat),
+        score_file(root / "s.json", dict(role="student", dataset="d", seed=0, weak_model="w", strong_model="s",
+                                         ensemble="boost", round=1), lambda split, score: 0.6),
+    ]
+    rows = read_rows(write_metrics(make_config(), files, [], tmp_path / "m.csv"))
+    pgr = find(rows, metric="pgr_vs_weak")
+    assert pgr and all(r["value"] == "" for r in pgr)
+    assert all(float(r["value"]) == 0.0 for r in find(rows, metric="gap_ceiling_minus_weak"))
+    assert "inf" not in (tmp_path / "m.csv").read_text()
+
+
+def test_refuses_scores_of_different_rows(tmp_path, make_config):
+    scores, _ = fake_run(tmp_path / "run", seeds=(0,), rounds=1, ensembles=("boost",), variants=("boost",))
+    ceiling = next(p for p in scores if "/ceiling/" in str(p))
+    s = read_json(ceiling)
+    s["splits"]["test_id"]["uids"] = list(reversed(s["splits"]["test_id"]["uids"]))
+    write_json(ceiling, s)
+    with pytest.raises(UserError, match="scored different rows of test_id"):
+        write_metrics(make_config(), scores, [], tmp_path / "m.csv")
+
+
+def test_refuses_two_files_for_one_model(tmp_path, make_config):
+    scores, _ = fake_run(tmp_path / "run", seeds=(0,), rounds=1, ensembles=("boost",), variants=("boost",))
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(scores[0].read_bytes())
+    with pytest.raises(UserError, match="describe the same model"):
+        write_metrics(make_config(), [*scores, copy], [], tmp_path / "m.csv")

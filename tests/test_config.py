@@ -1,0 +1,92 @@
+"""The config loader: schema defaults, registry defaults, and one-line errors that name the key."""
+import copy
+
+import pytest
+
+from ensemw2s import cli, config
+from ensemw2s.errors import ConfigError
+from tests.conftest import BASE_CONFIG
+
+
+def raw(**overrides) -> dict:
+    out = copy.deepcopy(BASE_CONFIG)
+    out.update(overrides)
+    return out
+
+
+def test_defaults_are_filled_from_schema_and_registry(make_config):
+    cfg = make_config()
+    assert cfg.seeds == (0,) and cfg.boosting.rounds == 2  # set in BASE_CONFIG
+    assert (cfg.boosting.alpha, cfg.boosting.combine, cfg.boosting.token_weighting) == ("samme", "prob", "resample")
+    assert cfg.expert_training.epochs == 1 and cfg.expert_training.max_length == 256  # given, then schema default
+    assert cfg.evaluation.splits == ("val", "test_id", "test_ood")
+    assert cfg.models["weak"].tiny.arch == "llama" and cfg.models["weak"].lora is None
+    (ds,) = cfg.datasets
+    assert ds.difficulty.strategy == "source" and ds.sizes["weak_train"] == 300 and ds.show_choices is False
+    assert ds.options["world_seed"] == 0 and ds.options["n_syllables"] == 16
+
+
+def test_dataset_entries_merge_over_registry_defaults(make_config):
+    cfg = make_config(datasets=[{"name": "sciq", "sizes": {"val": 7}, "difficulty": {"hard_fraction": 0.3}},
+                                {"name": "synthetic", "options": {"world_seed": 5}}])
+    sciq, synth = cfg.datasets
+    assert sciq.sizes["val"] == 7 and sciq.sizes["weak_train"] == 2000
+    assert sciq.difficulty.strategy == "length" and sciq.difficulty.hard_fraction == 0.3
+    assert synth.options["world_seed"] == 5 and synth.options["n_questions"] == 1600
+    assert cfg.dataset("arc").difficulty.strategy == "source"  # inactive datasets take the registry's defaults
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("run: x\nmodels:\n  weak: {source: tiny\npairs: []\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line 4: not valid YAML"):
+        config.load(path)
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(ConfigError, match=r"config key boosting.alpah: unknown key 'alpah'. Did you mean 'alpha'\?"):
+        config.from_dict(raw(boosting={"alpah": "samme"}))
+
+
+def test_wrong_type_names_the_key_path():
+    bad = raw()
+    bad["training"]["expert"]["epochs"] = "three"
+    with pytest.raises(ConfigError, match=r"config key training.expert.epochs: 'three' is not of type 'number'"):
+        config.from_dict(bad)
+    with pytest.raises(ConfigError, match=r"config key datasets\[0\].sizes.val: -1 is less than the minimum of 1"):
+        config.from_dict(raw(datasets=[{"name": "synthetic", "sizes": {"val": -1}}]))
+
+
+def test_unknown_model_in_pairs():
+    with pytest.raises(ConfigError, match=r"pairs\[0\].strong: unknown model 'strnog'. Did you mean 'strong'\?"):
+        config.from_dict(raw(pairs=[{"weak": "weak", "strong": "strnog"}]))
+
+
+def test_unknown_dataset():
+    with pytest.raises(ConfigError, match=r"datasets\[0\].name: unknown dataset 'arcc'. Did you mean 'arc'\?"):
+        config.from_dict(raw(datasets=[{"name": "arcc"}]))
+
+
+def test_strategy_must_suit_the_dataset():
+    with pytest.raises(ConfigError, match="dataset 'sciq' does not support 'source'; choose one of model, length"):
+        config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "source"}}]))
+    with pytest.raises(ConfigError, match="strategy 'model' needs a rater model name"):
+        config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "model"}}]))
+    with pytest.raises(ConfigError, match=r"difficulty.rater: unknown model 'gpt2'"):
+        config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "model", "rater": "gpt2"}}]))
+
+
+def test_data_dir_override_and_missing_file(config_file, tmp_path):
+    assert config.load(config_file(), {"data_dir": "/elsewhere"}).data_dir == "/elsewhere"
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_cli_bad_config_is_one_line_and_exit_2(config_file, tmp_path, capsys):
+    path = config_file(boosting={"rounds": 0})
+    code = cli.main(["prepare-data", "--config", str(path), "--dataset", "synthetic", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("ensemw2s prepare-data: error: config key boosting.rounds: 0 is less than the minimum of 1")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

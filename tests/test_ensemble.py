@@ -1,0 +1,395 @@
+"""ensemble.py: combiner math by hand, the identities of METHOD.md, cached == uncached, manifests."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemw2s.config import TinySpec
+from ensemw2s.ensemble import (
+    COMBINERS,
+    Ensemble,
+    Generation,
+    TokenCache,
+    combine_cached,
+    expert_token_logprobs,
+    load_ensemble,
+    normalised_weights,
+    vote,
+    write_manifest,
+)
+from ensemw2s.errors import UserError
+from ensemw2s.models import build_tiny_model, load_causal_lm, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from tests.conftest import TINY, TOKENIZER_TEXTS
+
+PROMPTS = [
+    "Question: What color is the zorblat? Answer:",
+    "Question: Which gas",
+    "the quick brown fox jumps over the lazy dog 0123456789 Answer:",
+    "A)",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (several threads only contend on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def livened(src: Path, dst: Path, seed: int) -> Path:
+    """A copy of a tiny checkpoint with large random weights: peaked, varied next-token distributions.
+
+    The fixtures' default initialisation gives near-uniform distributions that repeat one token; these
+    copies make greedy decoding and is_greedy informative.
+    """
+    model = load_causal_lm(src)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3, generator=g)
+    model.save_pretrained(dst)
+    load_tokenizer(src).save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def expert_dirs(tiny_model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lively")
+    return [livened(d, root / f"e{i}", seed=i) for i, d in enumerate(tiny_model_dirs)]
+
+
+@pytest.fixture(scope="module")
+def experts(expert_dirs):
+    return [load_causal_lm(d) for d in expert_dirs]
+
+
+@pytest.fixture(scope="module")
+def gpt2(tiny_gpt2_dir, tmp_path_factory):
+    return load_causal_lm(livened(tiny_gpt2_dir, tmp_path_factory.mktemp("lively_gpt2"), seed=7))
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_tokenizer):
+    return tiny_tokenizer
+
+
+def reference_decode(ens: Ensemble, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding one token at a time, recomputing the whole prefix (no cache, no padding)."""
+    ids, out = list(prompt), []
+    for _ in range(n):
+        t = int(ens.next_token(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))[0])
+        out.append(t)
+        ids.append(t)
+        if t in ens.eos_ids:
+            break
+    return out
+
+
+def hf_greedy(model, tok, prompts: list[str], n: int, eos: int) -> list[list[int]]:
+    """transformers' own greedy `generate` on a left-padded batch; each row cut after its first EOS."""
+    ids = [tok.encode(p) for p in prompts]
+    L = max(map(len, ids))
+    input_ids = torch.tensor([[tok.pad_token_id] * (L - len(s)) + s for s in ids])
+    mask = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in ids])
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=n, do_sample=False,
+                             eos_token_id=eos, pad_token_id=tok.pad_token_id)
+    rows = []
+    for row in out[:, L:].tolist():
+        rows.append(row[:row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+def own_loglikelihood(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
+    """The model's own log p(cont | ctx): one unpadded forward pass, full logits."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ctx + cont])).logits[0, len(ctx) - 1:-1]
+    lp = torch.log_softmax(logits, -1)
+    target = torch.tensor(cont)
+    return float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())
+
+
+def scoring_requests(ens: Ensemble, tok) -> tuple[list[list[int]], list[list[int]]]:
+    """Contexts of several lengths; continuations that are greedy (is_greedy True) and arbitrary ones."""
+    contexts = [tok.encode(p) for p in PROMPTS]
+    greedy = [reference_decode(ens, c, 4) for c in contexts]
+    arbitrary = [tok.encode(" bright red"), tok.encode(" in the blue forest"), tok.encode(" carbon"),
+                 tok.encode(" dioxide Question:")]
+    return contexts + contexts, greedy + arbitrary
+
+
+# ---------------------------------------------------------------------------------------------
+# combiners, by hand
+
+
+P1, P2 = [0.7, 0.2, 0.1], [0.1, 0.6, 0.3]
+
+
+def _stacked(*dists) -> torch.Tensor:
+    return torch.tensor(dists).log().unsqueeze(1)  # (T, 1, V)
+
+
+def test_prob_is_the_weighted_mixture():
+    w = normalised_weights([3.0, 1.0])  # 0.75, 0.25
+    got = COMBINERS.get("prob").combine(_stacked(P1, P2), w).exp()[0]
+    assert torch.allclose(got, torch.tensor([0.55, 0.30, 0.15]), atol=1e-6)
+
+
+def test_logprob_is_the_normalised_weighted_geometric_mean():
+    w = normalised_weights([3.0, 1.0])
+    unnorm = [a ** 0.75 * b ** 0.25 for a, b in zip(P1, P2)]
+    expected = torch.tensor([u / sum(unnorm) for u in unnorm])
+    got = COMBINERS.get("logprob").combine(_stacked(P1, P2), w).exp()[0]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert math.isclose(float(got.sum()), 1.0, abs_tol=1e-6)
+
+
+def test_vote_counts_weights_and_breaks_ties_towards_the_earliest_expert():
+    tokens = torch.tensor([[0], [1], [1]])  # (T, B): experts 2 and 3 agree on token 1
+    assert vote(tokens, torch.tensor([0.4, 0.3, 0.3])).tolist() == [1]
+    assert vote(tokens, torch.tensor([0.6, 0.2, 0.2])).tolist() == [0]
+    assert vote(tokens, torch.tensor([0.5, 0.25, 0.25])).tolist() == [0]  # 0.5 vs 0.5: expert 1 wins
+    # the vote chooses the token, but its scores are prob's
+    lp = _stacked(P1, P2, P2)
+    w = normalised_weights([0.4, 0.3, 0.3])
+    c = COMBINERS.get("vote")
+    assert torch.equal(c.combine(lp, w), COMBINERS.get("prob").combine(lp, w))
+    assert c.choose(lp, w, c.combine(lp, w)).tolist() == [1]
+
+
+@pytest.mark.parametrize("bad", [[1.0, 0.0], [1.0, -2.0], [], [float("nan")]])
+def test_weights_must_be_positive(bad):
+    with pytest.raises(UserError):
+        normalised_weights(bad)
+
+
+def test_unknown_combiner_suggests_a_name(experts, tok):
+    with pytest.raises(UserError, match="Did you mean 'prob'"):
+        Ensemble(experts[:1], [1.0], "porb", tok)
+
+
+def test_experts_with_different_vocabularies_are_refused(experts, tok):
+    other_tok = train_tokenizer([t.upper() for t in TOKENIZER_TEXTS], vocab_size=290)
+    other = build_tiny_model(TinySpec(**TINY), other_tok)
+    assert other.get_output_embeddings().weight.shape[0] != len(tok)
+    with pytest.raises(UserError, match="vocabularies differ"):
+        Ensemble([experts[0], other], [1.0, 1.0], "prob", tok)
+
+
+# ---------------------------------------------------------------------------------------------
+# one expert is the expert
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_one_expert_decodes_as_hf_generate(arch, experts, gpt2, tok):
+    model = experts[0] if arch == "llama" else gpt2
+    ens = Ensemble([model], [1.0], "prob", tok)
+    ens.eos_ids = set()
+    free = [g.token_ids for g in ens.generate(PROMPTS, 12)]
+    # an EOS that ends some rows mid-batch, so finished rows leave the batch and the caches
+    eos = free[0][4]
+    ens.eos_ids = {eos}
+    gens = ens.generate(PROMPTS, 12, batch_size=4)
+    assert [g.token_ids for g in gens] == hf_greedy(model, tok, PROMPTS, 12, eos)
+    assert gens[0].finish == "eos" and len(gens[0].token_ids) <= 5
+    assert any(g.finish == "length" for g in gens)
+
+
+def test_one_expert_scores_as_the_model_itself(experts, tok):
+    ens = Ensemble(experts[:1], [2.5], "prob", tok)
+    contexts, conts = scoring_requests(ens, tok)
+    got = ens.loglikelihood(contexts, conts, batch_size=3)
+    for (lp, greedy), ctx, cont in zip(got, contexts, conts):
+        own_lp, own_greedy = own_loglikelihood(experts[0], ctx, cont)
+        assert lp == pytest.approx(own_lp, abs=1e-5)
+        assert greedy == own_greedy
+    assert any(g for _, g in got) and not all(g for _, g in got)
+
+
+def test_a_lora_adapter_expert_is_its_peft_model(expert_dirs, tmp_path, tok):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)  # non-zero update
+    get_peft_model(load_causal_lm(expert_dirs[0]), lora).save_pretrained(tmp_path / "adapter")
+    ens = Ensemble.from_pretrained([tmp_path / "adapter"], [1.0], device="cpu")
+    peft_model = ens.experts[0]
+    contexts, conts = scoring_requests(ens, tok)
+    for (lp, greedy), ctx, cont in zip(ens.loglikelihood(contexts, conts, batch_size=3), contexts, conts):
+        own_lp, own_greedy = own_loglikelihood(peft_model, ctx, cont)
+        assert lp == pytest.approx(own_lp, abs=1e-5)
+        assert greedy == own_greedy
+    eos = ens.generate(PROMPTS[:1], 5)[0].token_ids[3]
+    ens.eos_ids = {eos}
+    assert [g.token_ids for g in ens.generate(PROMPTS, 8)] == hf_greedy(peft_model, tok, PROMPTS, 8, eos)
+
+
+@pytest.mark.parametrize("combine", ["prob", "logprob", "vote"])
+def test_identical_experts_equal_one_of_them(combine, experts, tok):
+    one = Ensemble(experts[:1], [1.0], combine, tok)
+    same = Ensemble([experts[0]] * 3, [0.3, 1.0, 2.2], combine, tok)
+    contexts, conts = scoring_requests(one, tok)
+    for (a, ga), (b, gb) in zip(one.loglikelihood(contexts, conts), same.loglikelihood(contexts, conts)):
+        assert a == pytest.approx(b, abs=1e-5)
+        assert ga == gb
+    assert [g.token_ids for g in one.generate(PROMPTS, 10)] == [g.token_ids for g in same.generate(PROMPTS, 10)]
+
+
+# ---------------------------------------------------------------------------------------------
+# batched and cached == one token at a time without a cache
+
+
+@pytest.mark.parametrize("combine", ["prob", "logprob", "vote"])
+def test_loglikelihood_is_the_stepwise_sum_of_ensemble_logprobs(combine, experts, tok):
+    ens = Ensemble(experts, [2.0, 1.0, 0.5], combine, tok)
+    contexts, conts = (x[1::2] for x in scoring_requests(ens, tok))
+    got = ens.loglikelihood(contexts, conts, batch_size=3)
+    for (lp, greedy), ctx, cont in zip(got, contexts, conts):
+        total, all_greedy = 0.0, True
+        for j, target in enumerate(cont):
+            ids = torch.tensor([ctx + cont[:j]])
+            mask = torch.ones_like(ids)
+            total += float(ens.next_token_logprobs(ids, mask)[0, target])
+            all_greedy &= int(ens.next_token(ids, mask)[0]) == target
+        assert lp == pytest.approx(total, abs=1e-4)
+        assert greedy == all_greedy
+    assert any(g for _, g in got)
+
+
+def test_loglikelihood_truncates_from_the_left_as_hflm(experts, tok):
+    ens = Ensemble(experts, [1.0, 1.0, 1.0], "prob", tok)
+    contexts, conts = scoring_requests(ens, tok)
+    m = 12
+    cut = [(ctx + cont)[-(m + 1):] for ctx, cont in zip(contexts, conts)]
+    assert any(len(s) < len(ctx) + len(cont) for s, ctx, cont in zip(cut, contexts, conts))
+    expected = ens.loglikelihood([s[:-len(c)] for s, c in zip(cut, conts)], conts)
+    got = ens.loglikelihood(contexts, conts, max_length=m)
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-5)
+    assert [g for _, g in got] == [g for _, g in expected]
+
+
+@pytest.mark.parametrize("combine", ["prob", "logprob", "vote"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_cached_decoding_equals_uncached_decoding(arch, combine, experts, gpt2, tok):
+    models = experts if arch == "llama" else [gpt2, experts[1]]
+    ens = Ensemble(models, [1.5, 1.0, 0.7][:len(models)], combine, tok)
+    ens.eos_ids = set()
+    reference = [reference_decode(ens, tok.encode(p), 10) for p in PROMPTS]
+    ens.eos_ids = {reference[1][3]}  # ends some rows early: they leave the batch
+    reference = [reference_decode(ens, tok.encode(p), 10) for p in PROMPTS]
+    assert [g.token_ids for g in ens.generate(PROMPTS, 10, batch_size=3)] == reference
+
+
+def test_decoding_stops_at_the_first_stop_string(experts, tok):
+    ens = Ensemble(experts, [1.0, 2.0, 3.0], "prob", tok)
+    ens.eos_ids = set()
+    reference = [reference_decode(ens, tok.encode(p), 12) for p in PROMPTS]
+    stop = next(s for s in (tok.decode([t]) for t in reference[0][3:]) if s.strip() and s.isprintable())
+    for g, ref in zip(ens.generate(PROMPTS, 12, stop=[stop, "never"]), reference):
+        first = next((k for k in range(len(ref)) if stop in tok.decode(ref[:k + 1])), None)
+        if first is None:
+            assert g == Generation(ref, tok.decode(ref), "length")
+        else:
+            assert g.token_ids == ref[:first + 1] and g.finish == "stop"
+            assert g.text == tok.decode(ref[:first + 1]).split(stop)[0]
+    assert ens.generate(PROMPTS[:1], 12, stop=[stop])[0].finish == "stop"
+
+
+# ---------------------------------------------------------------------------------------------
+# per-expert token cache
+
+
+@pytest.fixture(scope="module")
+def cached(experts, tok):
+    ens = Ensemble(experts, [1.0, 1.0, 1.0], "prob", tok)
+    contexts, conts = scoring_requests(ens, tok)
+    full = [expert_token_logprobs(m, contexts, conts, batch_size=3, top_k=len(tok)) for m in experts]
+    small = [expert_token_logprobs(m, contexts, conts, batch_size=5, top_k=2) for m in experts]
+    return contexts, conts, full, small
+
+
+@pytest.mark.parametrize("combine", ["prob", "vote"])
+@pytest.mark.parametrize("subset", [[0], [0, 1], [0, 2], [0, 1, 2]])
+def test_cached_combination_equals_direct_scoring(combine, subset, cached, experts, tok):
+    contexts, conts, full, small = cached
+    weights = [[2.0, 0.5, 1.1][i] for i in subset]
+    ens = Ensemble([experts[i] for i in subset], weights, combine, tok)
+    direct = ens.loglikelihood(contexts, conts, batch_size=3)  # the full caches' batches: the same numbers
+    exact = combine_cached([full[i] for i in subset], weights, combine)
+    assert [lp for lp, _ in exact] == pytest.approx([lp for lp, _ in direct], abs=1e-6)
+    assert [g for _, g in exact] == [g for _, g in direct]
+    # a top-k cache (other batches, so float noise): the same log-likelihoods; is_greedy only errs towards False
+    approx = combine_cached([small[i] for i in subset], weights, combine)
+    assert [lp for lp, _ in approx] == pytest.approx([lp for lp, _ in direct], abs=1e-4)
+    assert all(d or not a for (_, a), (_, d) in zip(approx, direct))
+    if combine == "vote" or len(subset) == 1:  # argmax ids are cached: exact
+        assert [g for _, g in approx] == [g for _, g in direct]
+
+
+def test_token_cache_round_trip_and_misuse(cached, tmp_path, experts, tok):
+    contexts, conts, full, _ = cached
+    full[1].save(tmp_path / "e1.pt")
+    loaded = TokenCache.load(tmp_path / "e1.pt")
+    assert combine_cached([full[0], loaded], [1.0, 2.0]) == combine_cached(full[:2], [1.0, 2.0])
+    with pytest.raises(UserError, match="full distributions"):
+        combine_cached(full, [1.0, 1.0, 1.0], "logprob")
+    other = expert_token_logprobs(experts[2], contexts[:2], conts[:2])
+    with pytest.raises(UserError, match="different requests"):
+        combine_cached([full[0], other], [1.0, 1.0])
+    with pytest.raises(UserError, match="not found"):
+        TokenCache.load(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# manifests
+
+
+def _round(root: Path, r: int, alpha: float, model: Path | None) -> Path:
+    d = root / f"r{r}"
+    d.mkdir(parents=True)
+    (d / "boosting.json").write_text(json.dumps({"round": r, "alpha": alpha, "stopped": model is None}))
+    if model is not None:
+        (d / "model").symlink_to(model, target_is_directory=True)
+    return d
+
+
+def test_manifest_skips_stopped_rounds_and_loads(tmp_path, expert_dirs, experts, make_config, tok):
+    dirs = [_round(tmp_path, 1, 2.5, expert_dirs[0]), _round(tmp_path, 2, -0.1, None),
+            _round(tmp_path, 3, 0.5, expert_dirs[1])]
+    cfg = make_config(boosting={"rounds": 3, "combine": "vote"})
+    write_manifest(cfg, dirs, "alpha", tmp_path / "alpha.json")
+    m = json.loads((tmp_path / "alpha.json").read_text())
+    assert m == {"experts": [str(dirs[0] / "model"), str(dirs[2] / "model")], "weights": [2.5, 0.5],
+                 "combine": "vote", "weighting": "alpha", "rounds": [1, 3], "tokenizer": tokenizer_fingerprint(tok)}
+    write_manifest(cfg, dirs, "uniform", tmp_path / "uniform.json")
+    assert json.loads((tmp_path / "uniform.json").read_text())["weights"] == [1.0, 1.0]
+
+    ens = load_ensemble(tmp_path / "alpha.json", device="cpu")
+    assert ens.combine == "vote" and torch.allclose(ens.weights, torch.tensor([2.5 / 3, 0.5 / 3]))
+    contexts, conts = scoring_requests(ens, tok)
+    direct = Ensemble(experts[:2], [2.5, 0.5], "vote", tok).loglikelihood(contexts, conts)
+    got = ens.loglikelihood(contexts, conts)
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in direct], abs=1e-6)
+    assert [g for _, g in got] == [g for _, g in direct]
+
+
+def test_manifest_errors(tmp_path, expert_dirs, make_config):
+    cfg = make_config()
+    stopped = [_round(tmp_path / "a", 1, -1.0, None)]
+    with pytest.raises(UserError, match="no usable expert"):
+        write_manifest(cfg, stopped, "alpha", tmp_path / "m.json")
+    with pytest.raises(UserError, match="file not found"):
+        write_manifest(cfg, [tmp_path / "nowhere"], "alpha", tmp_path / "m.json")
+    other = tmp_path / "other_tok"
+    train_tokenizer([t.upper() for t in TOKENIZER_TEXTS], vocab_size=290).save_pretrained(other)
+    mixed = [_round(tmp_path / "b", 1, 1.0, expert_dirs[0]), _round(tmp_path / "b", 2, 1.0, other)]
+    with pytest.raises(UserError, match="different tokenizers"):
+        write_manifest(cfg, mixed, "alpha", tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+    (tmp_path / "bad.json").write_text(json.dumps({"experts": []}))
+    with pytest.raises(UserError, match="not an ensemble manifest"):
+        load_ensemble(tmp_path / "bad.json")

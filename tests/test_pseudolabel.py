@@ -1,0 +1,116 @@
+"""pseudolabel.py: ensemble answers for student_pool, in input order, no gold read, empty answers dropped."""
+import json
+
+import pytest
+import torch
+
+import ensemw2s.pseudolabel as pl
+from ensemw2s.ensemble import load_ensemble
+from ensemw2s.errors import UserError
+from ensemw2s.io import write_json, write_jsonl
+from ensemw2s.models import load_tokenizer, tokenizer_fingerprint
+from tests.test_ensemble import livened, reference_decode
+
+PROMPTS = [
+    "Question: What color is the zorblat?\nChoices: A) red B) blue\nAnswer:",
+    "Question: Which gas do plants absorb?\nAnswer:",
+    "Question: Where does the vemora live? the quick brown fox jumps over the lazy dog\nAnswer:",
+    "Question: What is 0123456789?\nAnswer:",
+    "Question: Why?\nAnswer:",
+]
+MAX_NEW = 8
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def manifest(tiny_model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pl")
+    dirs = [livened(d, root / f"e{i}", seed=20 + i) for i, d in enumerate(tiny_model_dirs[:2])]
+    path = root / "r2.json"
+    write_json(path, {"experts": [str(d) for d in dirs], "weights": [1.3, 0.6], "combine": "prob",
+                      "tokenizer": tokenizer_fingerprint(load_tokenizer(dirs[0]))})
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    rows = [{"uid": f"u{i}", "prompt": p, "choices": ["red", "blue"], "difficulty": float(i), "hard": True}
+            for i, p in enumerate(PROMPTS)]
+    write_jsonl(tmp_path / "data" / "student_pool.jsonl", rows)
+    write_jsonl(tmp_path / "data" / "gold" / "student_pool.jsonl", [{"uid": "u0", "answer": "red", "gold": 0}])
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def cfg(make_config):
+    return make_config(evaluation={"batch_size": 2, "max_new_tokens": MAX_NEW, "device": "cpu"})
+
+
+def reference_answers(manifest, stop) -> list[tuple[str, int]]:
+    """(answer, tokens generated) per prompt: uncached one-prompt-at-a-time decoding, cut at the first stop."""
+    ens = load_ensemble(manifest, device="cpu")
+    out = []
+    for p in PROMPTS:
+        full = reference_decode(ens, ens.tokenizer.encode(p), MAX_NEW)
+        n = next((k + 1 for k in range(len(full)) if any(s in ens.tokenizer.decode(full[:k + 1]) for s in stop)),
+                 len(full))
+        body = full[:n - 1] if full[n - 1] in ens.eos_ids else full[:n]
+        text = ens.tokenizer.decode(body, skip_special_tokens=True)
+        cut = min([text.find(s) for s in stop if s in text], default=len(text))
+        out.append((text[:cut].strip(), n))
+    return out
+
+
+def test_answers_in_input_order_and_meta(cfg, manifest, data, tmp_path, monkeypatch):
+    free = reference_answers(manifest, pl.STOP)
+    # a stop string that empties one answer (its first character), so the drop is exercised
+    first = next(a[0] for a, _ in free if a)
+    stop = (*pl.STOP, first)
+    monkeypatch.setattr(pl, "STOP", stop)
+    expected = reference_answers(manifest, stop)
+    assert any(not a for a, _ in expected) and any(a for a, _ in expected)
+
+    out = tmp_path / "pseudo" / "r2.jsonl"
+    pl.pseudo_label(cfg, manifest, data, out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    kept = [(i, a) for i, (a, _) in enumerate(expected) if a]
+    assert rows == [{"uid": f"u{i}", "prompt": PROMPTS[i], "answer": a, "choices": ["red", "blue"]} for i, a in kept]
+
+    meta = json.loads(pl.meta_path(out).read_text())
+    assert pl.meta_path(out).name == "r2.jsonl.meta.json"
+    assert meta["n"] == len(kept) and meta["n_pool"] == len(PROMPTS)
+    assert meta["empty_answers"] == len(PROMPTS) - len(kept)
+    assert meta["tokens_generated"] == sum(n for _, n in expected)
+    assert sum(meta["finish"].values()) == len(PROMPTS) and meta["wall_time_s"] >= 0
+
+    again = tmp_path / "again.jsonl"
+    pl.pseudo_label(cfg, manifest, data, again)
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_gold_is_never_read(cfg, manifest, data, tmp_path):
+    with pytest.raises(UserError, match="must not read the gold"):
+        pl.pseudo_label(cfg, manifest, data / "gold", tmp_path / "x.jsonl")
+    leaked = tmp_path / "leaked"
+    write_jsonl(leaked / "student_pool.jsonl", [{"uid": "u0", "prompt": "Q", "choices": [], "answer": "red"}])
+    with pytest.raises(UserError, match="carries gold field"):
+        pl.pseudo_label(cfg, manifest, leaked, tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_bad_pool_files(cfg, manifest, tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        pl.pseudo_label(cfg, manifest, tmp_path / "nowhere", tmp_path / "x.jsonl")
+    write_jsonl(tmp_path / "a" / "student_pool.jsonl", [{"uid": "u0", "choices": []}])
+    with pytest.raises(UserError, match="missing field"):
+        pl.pseudo_label(cfg, manifest, tmp_path / "a", tmp_path / "x.jsonl")
+    write_jsonl(tmp_path / "b" / "student_pool.jsonl", [])
+    with pytest.raises(UserError, match="no rows"):
+        pl.pseudo_label(cfg, manifest, tmp_path / "b", tmp_path / "x.jsonl")

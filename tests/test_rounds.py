@@ -1,0 +1,158 @@
+"""One boosting round end to end on a tiny model: files, weights moving to misses, stop rule, guards."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemw2s import boosting, rounds
+from ensemw2s.errors import UserError
+from ensemw2s.io import write_jsonl
+from ensemw2s.models import load_causal_lm, load_tokenizer
+from ensemw2s.training import answer_token_ids, answer_token_misses
+from tests.test_training import qa_rows
+
+TRAINING = {"epochs": 2, "batch_size": 6, "learning_rate": 0.01, "max_length": 64}
+
+
+def write_split_dir(root: Path, n_train: int = 12, n_val: int = 6, n_pool: int = 6) -> Path:
+    """A split directory as prepare-data writes it (the fields this module reads)."""
+    write_jsonl(root / "weak_train.jsonl", qa_rows(n_train))
+    write_jsonl(root / "val.jsonl", qa_rows(n_val, start=100))
+    pool = qa_rows(n_pool, start=200)
+    write_jsonl(root / "student_pool.jsonl", [{"uid": r["uid"], "prompt": r["prompt"]} for r in pool])
+    write_jsonl(root / "gold" / "student_pool.jsonl", [{"uid": r["uid"], "answer": r["answer"], "gold": 0} for r in pool])
+    return root
+
+
+@pytest.fixture
+def cfg(make_config):
+    def make(boosting=None, lora=None, **training):
+        models = {"weak": {"source": "tiny", "tiny": {}, "lora": lora}, "strong": {"source": "tiny", "tiny": {}}}
+        return make_config(models=models, boosting=boosting or {"rounds": 2},
+                           training={"expert": {**TRAINING, **training}, "student": TRAINING})
+    return make
+
+
+def run(cfg, variant, round, data, base, prev, out):
+    rounds.train_expert(cfg, weak="weak", dataset="synthetic", seed=0, variant=variant, round=round,
+                        data=data, base=base, prev=prev, out=out)
+    return json.loads((out / "boosting.json").read_text()), torch.load(out / "weights.pt", weights_only=True)
+
+
+def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    c, data = cfg(), write_split_dir(tmp_path / "data")
+    loaded, fits = [], []  # spies: which checkpoint each round starts from; each fit's (seed, token_weights)
+    real_load, real_fit = rounds.load_causal_lm, rounds.fit
+    monkeypatch.setattr(rounds, "load_causal_lm", lambda ref, **kw: loaded.append(Path(ref)) or real_load(ref, **kw))
+    monkeypatch.setattr(rounds, "fit", lambda *a, **kw: fits.append((a[4], kw["token_weights"])) or real_fit(*a, **kw))
+    r1, r2 = tmp_path / "boost" / "r1", tmp_path / "boost" / "r2"
+    rec1, w1 = run(c, "boost", 1, data, tiny_model_dir, None, r1)
+
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [json.loads(line) for line in (data / "weak_train.jsonl").read_text().splitlines()]
+    ids = answer_token_ids(tok, rows, 64)
+    n, K = sum(len(x) for x in ids), len(tok)
+    assert w1["uid"] == [r["uid"] for r in rows]
+    assert w1["offsets"].tolist() == [0] + torch.tensor([len(x) for x in ids]).cumsum(0).tolist()
+    assert w1["weights"].dtype == torch.float32 and w1["weights"].shape == (n,)
+    assert w1["weights"].sum().item() == pytest.approx(1.0, abs=1e-6)
+
+    # round 1 = plain SFT from uniform D_1: eps is the share of missed answer tokens
+    miss1 = torch.cat(answer_token_misses(load_causal_lm(r1 / "model"), tok, rows, 6, 64))
+    assert rec1["round"] == 1 and rec1["variant"] == "boost" and not rec1["stopped"] and rec1["stop_reason"] is None
+    assert rec1["K"] == K and rec1["n_tokens"] == n and rec1["n_missed"] == int(miss1.sum())
+    assert rec1["eps"] == pytest.approx(int(miss1.sum()) / n)
+    assert 0 < rec1["eps"] < 1 - 1 / K
+    assert rec1["alpha"] == pytest.approx(boosting.alpha("samme", rec1["eps"], K))
+    assert rec1["tokens_processed"] > 0 and rec1["wall_time_s"] > 0
+    assert set(rec1) >= {"weight_entropy", "weight_top10_share"}
+    # the mass on h_1's missed tokens grows from eps_1 to 1 - 1/K (SAMME)
+    assert w1["weights"][miss1].sum().item() > rec1["eps"]
+    assert w1["weights"][miss1].sum().item() == pytest.approx(1 - 1 / K, abs=1e-5)
+    assert not (tmp_path / "boost" / "r1.ckpt").exists()  # trainer checkpoints removed on success
+
+    rec2, w2 = run(c, "boost", 2, data, tiny_model_dir, r1, r2)
+    assert loaded == [tiny_model_dir.resolve()] * 2  # h_2 starts from the weak base, not from h_1
+    D2 = w1["weights"].double()
+    miss2 = torch.cat(answer_token_misses(load_causal_lm(r2 / "model"), tok, rows, 6, 64))
+    assert rec2["round"] == 2 and rec2["eps"] == pytest.approx(float((D2 * miss2).sum()), rel=1e-5)
+    expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], round=2)
+    torch.testing.assert_close(w2["weights"], expected.float())
+
+    # the sequence variant trains its h_1 with the same inputs as boost's (plain SFT, same round seed) ...
+    seq, _ = run(c, "sequence", 1, data, tiny_model_dir, None, tmp_path / "sequence" / "r1")
+    assert fits[0] == fits[2] == (rounds.round_seed(0, 1), None)
+    assert fits[1][0] == rounds.round_seed(0, 2) and sum(w.sum() for w in fits[1][1]) == n  # n tokens drawn
+    # ... but an answer with one missed token is missed as a whole
+    seq_miss = boosting.sequence_misses(miss1, w1["offsets"])
+    assert seq["n_missed"] == int(seq_miss.sum()) >= rec1["n_missed"]
+    assert seq["eps"] == pytest.approx(min(seq_miss.double().mean().item(), 1 - 1e-10))
+    assert seq["stopped"] == (seq["alpha"] <= 0)
+
+
+def test_chance_level_expert_stops_boosting(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    # K = 2: chance is eps = 0.5; a barely trained random model misses most tokens -> alpha < 0
+    c = cfg(boosting={"rounds": 2, "samme_k": 2}, learning_rate=1e-7, epochs=1)
+    data = write_split_dir(tmp_path / "data")
+    rec, w = run(c, "boost", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    assert rec["stopped"] and rec["alpha"] <= 0 and rec["eps"] >= 0.5
+    assert rec["stop_reason"].startswith("round 1: alpha")
+    assert not (tmp_path / "r1" / "model").exists()  # no expert is added
+    assert torch.allclose(w["weights"], torch.full_like(w["weights"], 1 / len(w["weights"])))  # D unchanged
+
+    monkeypatch.setattr(rounds, "fit", lambda *a, **k: pytest.fail("a round after a stop must not train"))
+    rec2, w2 = run(c, "boost", 2, data, tiny_model_dir, tmp_path / "r1", tmp_path / "r2")
+    assert rec2["stopped"] and rec2["stop_reason"] == rec["stop_reason"] and rec2["alpha"] is None
+    assert torch.equal(w2["weights"], w["weights"]) and not (tmp_path / "r2" / "model").exists()
+
+
+def test_bagging_with_lora_saves_an_adapter_and_keeps_uniform_weights(cfg, tiny_model_dir, tmp_path):
+    c = cfg(boosting={"rounds": 2, "variants": ["bagging"]}, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    data = write_split_dir(tmp_path / "data")
+    rec, w = run(c, "bagging", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    assert rec["alpha"] == 1.0 and rec["alpha_rule"] == "uniform" and not rec["stopped"]
+    assert torch.allclose(w["weights"], torch.full_like(w["weights"], 1 / len(w["weights"])))
+    assert (tmp_path / "r1" / "model" / "adapter_config.json").is_file()
+    assert not (tmp_path / "r1" / "model" / "model.safetensors").exists()
+    expert = load_causal_lm(tmp_path / "r1" / "model")  # adapter + its (absolute) base
+    assert expert(torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, len(load_tokenizer(tiny_model_dir)))
+
+
+def test_bagging_resamples_examples_by_round_seed():
+    offsets = torch.tensor([0, 2, 5, 7])
+    gen = lambda: torch.Generator().manual_seed(rounds.round_seed(0, 1))  # noqa: E731
+    m = rounds.VARIANTS.get("bagging").multipliers(None, offsets, 1, "resample", gen())
+    counts = boosting.bootstrap_counts(3, gen())
+    # each example's tokens carry its bootstrap count
+    assert m.tolist() == [float(counts[0])] * 2 + [float(counts[1])] * 3 + [float(counts[2])] * 2
+    assert rounds.round_seed(0, 1) != rounds.round_seed(0, 2) != rounds.round_seed(1, 1)
+    assert rounds.VARIANTS.get("boost").multipliers(None, offsets, 1, "resample", gen()) is None  # round 1: SFT
+
+
+def test_rounds_need_a_matching_prev(cfg, tiny_model_dir, tmp_path):
+    c, data = cfg(), write_split_dir(tmp_path / "data")
+    with pytest.raises(UserError, match="round 2 needs --prev"):
+        run(c, "boost", 2, data, tiny_model_dir, None, tmp_path / "r2")
+    with pytest.raises(UserError, match="drop --prev"):
+        run(c, "boost", 1, data, tiny_model_dir, tmp_path / "r0", tmp_path / "r1")
+    prev = tmp_path / "r1"
+    prev.mkdir()
+    (prev / "boosting.json").write_text(json.dumps({"round": 1, "variant": "bagging", "stopped": False}))
+    with pytest.raises(UserError, match="needs round 1 of 'boost'"):
+        run(c, "boost", 2, data, tiny_model_dir, prev, tmp_path / "r2")
+    (prev / "boosting.json").write_text(json.dumps({"round": 1, "variant": "boost", "stopped": False}))
+    rounds.write_weights(prev / "weights.pt", ["other"], torch.tensor([0, 3]), torch.full((3,), 1 / 3))
+    with pytest.raises(UserError, match="other weak_train rows"):
+        run(c, "boost", 2, data, tiny_model_dir, prev, tmp_path / "r2")
+    with pytest.raises(UserError, match="Did you mean 'boost'"):
+        run(c, "boots", 1, data, tiny_model_dir, None, tmp_path / "r1")
+
+
+def test_experts_cannot_read_student_pool_or_gold(tmp_path):
+    data = write_split_dir(tmp_path / "data")
+    with pytest.raises(UserError, match="only by the ceiling"):
+        rounds.read_split(data / "gold", "weak_train")
+    with pytest.raises(UserError, match="experts read only weak_train, val"):
+        rounds.read_split(data, "student_pool")
+    assert len(rounds.read_split(data, "weak_train")) == 12

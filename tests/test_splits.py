@@ -1,0 +1,250 @@
+"""Difficulty strategies, seeded disjoint splits, leak checks, and the files prepare-data writes."""
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from ensemw2s import cli, splits
+from ensemw2s.config import SPLITS, DifficultySpec
+from ensemw2s.data import DATASETS
+from ensemw2s.errors import UserError
+from ensemw2s.io import read_jsonl, sha256_file, sha256_text
+from ensemw2s.splits import Context, check_no_leak, cross_fit, prepare_data, top_fraction
+from tests.conftest import SHARED_DATA
+
+SMALL = {"weak_train": 60, "val": 20, "test_id": 30, "student_pool": 50, "test_ood": 30}
+
+
+def read_splits(out: Path) -> dict[str, list[dict]]:
+    return {name: read_jsonl(out / f"{name}.jsonl") for name in SPLITS}
+
+
+def synthetic_config(make_config, **entry):
+    return make_config(datasets=[{"name": "synthetic", "sizes": SMALL, **entry}])
+
+
+def run_cli(config: Path, dataset: str, out: Path, *extra: str) -> int:
+    return cli.main(["prepare-data", "--config", str(config), "--dataset", dataset, "--seed", "0", "--out", str(out), *extra])
+
+
+class FakeRater:
+    """Scores a row by a fixed function of its uid; records what it trained on and what it scored."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, train_rows, score_rows):
+        self.calls.append(({r["uid"] for r in train_rows}, [r["uid"] for r in score_rows]))
+        return [int(r["uid"][:6], 16) / 16**6 for r in score_rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# the split files
+
+
+def test_synthetic_splits_sizes_tiers_and_disjointness(make_config, tmp_path):
+    prepare_data(synthetic_config(make_config), "synthetic", 0, tmp_path / "out")
+    got = read_splits(tmp_path / "out")
+    assert {k: len(v) for k, v in got.items()} == SMALL
+    for name in splits.EASY_SPLITS:
+        assert {r["source"] for r in got[name]} == {"easy"} and not any(r["hard"] for r in got[name])
+    for name in splits.HARD_SPLITS:
+        assert {r["source"] for r in got[name]} == {"hard"} and all(r["hard"] for r in got[name])
+    # disjoint by content, not only by uid
+    content = {name: {sha256_text(r["prompt"]) for r in rows} for name, rows in got.items()}
+    names = list(content)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not content[a] & content[b], (a, b)
+    assert all(set(r) >= {"uid", "prompt", "answer", "choices", "gold", "difficulty", "hard", "source"}
+               for name in ("weak_train", "val", "test_id", "test_ood") for r in got[name])
+
+
+def test_student_pool_carries_no_gold_and_gold_is_apart(make_config, tmp_path):
+    prepare_data(synthetic_config(make_config), "synthetic", 0, tmp_path / "out")
+    pool = read_jsonl(tmp_path / "out" / "student_pool.jsonl")
+    gold = read_jsonl(tmp_path / "out" / "gold" / "student_pool.jsonl")
+    assert all(not {"answer", "gold", "label"} & set(r) for r in pool)
+    assert all({"uid", "prompt", "choices"} <= set(r) for r in pool)
+    assert [g["uid"] for g in gold] == [r["uid"] for r in pool]
+    assert all(set(g) == {"uid", "answer", "gold"} for g in gold)
+    assert all(r["choices"][g["gold"]] == g["answer"] for r, g in zip(pool, gold))
+
+
+def test_same_inputs_same_bytes_and_the_seed_matters(make_config, tmp_path):
+    cfg = synthetic_config(make_config)
+    for out in ("a", "b"):
+        prepare_data(cfg, "synthetic", 0, tmp_path / out)
+    prepare_data(cfg, "synthetic", 1, tmp_path / "c")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 7
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    assert (tmp_path / "a" / "weak_train.jsonl").read_bytes() != (tmp_path / "c" / "weak_train.jsonl").read_bytes()
+
+
+def test_manifest_records_the_run_and_hashes_every_file(make_config, tmp_path):
+    cfg = synthetic_config(make_config)
+    prepare_data(cfg, "synthetic", 0, tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["sizes"] == SMALL and manifest["seed"] == 0 and manifest["strategy"]["strategy"] == "source"
+    assert set(manifest["files"]) == {f"{s}.jsonl" for s in SPLITS} | {"gold/student_pool.jsonl"}
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(tmp_path / "out" / rel) == digest
+    other = make_config(datasets=[{"name": "synthetic", "sizes": SMALL, "options": {"world_seed": 1}}])
+    prepare_data(other, "synthetic", 0, tmp_path / "other")
+    assert json.loads((tmp_path / "other" / "manifest.json").read_text())["config_hash"] != manifest["config_hash"]
+
+
+def test_a_split_too_small_names_dataset_split_and_counts(make_config, tmp_path):
+    cfg = make_config(datasets=[{"name": "synthetic", "sizes": {**SMALL, "test_ood": 5000}}])
+    with pytest.raises(UserError, match=r"dataset 'synthetic': split test_ood needs 5000 hard rows but only \d+ are left "
+                                         r"\(\d+ hard rows available, 5050 requested for student_pool \+ test_ood\)"):
+        prepare_data(cfg, "synthetic", 0, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies
+
+
+def test_length_strategy_calls_the_longest_hard(make_config, tmp_path):
+    prepare_data(synthetic_config(make_config, difficulty={"strategy": "length", "hard_fraction": 0.4}), "synthetic", 0,
+                 tmp_path / "out")
+    got = read_splits(tmp_path / "out")
+    easy = [r["difficulty"] for n in splits.EASY_SPLITS for r in got[n]]
+    hard = [r["difficulty"] for n in splits.HARD_SPLITS for r in got[n]]
+    assert max(easy) <= min(hard)
+    sample = got["test_id"][0]
+    assert sample["difficulty"] == len(sample["prompt"].split()) + len(sample["answer"].split())
+
+
+def test_top_fraction_keeps_a_question_in_one_tier():
+    rows = [{"uid": u} for u in ("a", "a", "b", "c", "d", "d")]
+    hard = top_fraction(rows, [9, 0, 5, 1, 2, 2], 0.5)  # means: a 4.5, b 5, c 1, d 2
+    assert hard == [True, True, True, False, False, False]
+
+
+def test_model_strategy_never_rates_a_row_with_a_model_that_saw_it(make_config, tmp_path):
+    rater = FakeRater()
+    cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak", "folds": 4, "hard_fraction": 0.5})
+    prepare_data(cfg, "synthetic", 0, tmp_path / "out", rater=rater)
+    assert len(rater.calls) == 4
+    scored = [u for _, batch in rater.calls for u in batch]
+    assert sorted(scored) == sorted(r["uid"] for r in DATASETS.get("synthetic").examples(cfg.dataset("synthetic"), cfg.data_dir))
+    for trained, batch in rater.calls:
+        assert not trained & set(batch)
+    got = read_splits(tmp_path / "out")
+    for rows in got.values():  # difficulty is the held-out score, and the hard half is the higher half
+        assert all(math.isclose(r["difficulty"], int(r["uid"][:6], 16) / 16**6) for r in rows)
+    assert max(r["difficulty"] for n in splits.EASY_SPLITS for r in got[n]) <= min(
+        r["difficulty"] for n in splits.HARD_SPLITS for r in got[n])
+
+
+def test_cross_fit_folds_hold_whole_questions():
+    rows = [{"uid": u} for u in "aabbcdeeef"]
+    rater = FakeRater()
+    cross_fit(rows, rater, 3, seed=0)
+    for trained, batch in rater.calls:
+        assert not trained & set(batch)
+    assert sorted(u for _, batch in rater.calls for u in batch) == sorted(r["uid"] for r in rows)
+    with pytest.raises(UserError, match="folds=3 but only 2 distinct questions"):
+        cross_fit([{"uid": "a"}, {"uid": "b"}], rater, 3, seed=0)
+
+
+def test_model_strategy_without_a_rater_asks_for_one(make_config, tmp_path):
+    cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak"})
+    with pytest.raises(UserError, match="--rater-model"):
+        prepare_data(cfg, "synthetic", 0, tmp_path / "out")
+
+
+def test_real_model_rater_on_a_tiny_model(make_config, tiny_model_dir):
+    cfg = make_config(training={"expert": {"epochs": 1, "batch_size": 8, "max_length": 64, "select_on_val": False}})
+    rows = DATASETS.get("synthetic").examples(cfg.dataset("synthetic"), cfg.data_dir)[:30]
+    rater = splits.model_rater(cfg, tiny_model_dir, "weak", seed=0)
+    sizes = []
+
+    def recorded(train, held):
+        sizes.append((len(train), len(held)))
+        return rater(train, held)
+
+    scores = cross_fit(rows, recorded, 3, seed=0)
+    assert len(sizes) == 3 and all(t + h == 30 for t, h in sizes) and sum(h for _, h in sizes) == 30
+    assert len(scores) == 30 and all(math.isfinite(s) and s > 0 for s in scores)
+    # a random tiny model scores about log(vocabulary) nats per answer token
+    assert abs(sum(scores) / len(scores) - math.log(300)) < 2
+
+
+def test_leak_check_refuses_a_shared_question():
+    ok = {"weak_train": [{"uid": "a"}], "val": [{"uid": "b"}], "test_ood": [{"uid": "c"}]}
+    check_no_leak(ok)
+    with pytest.raises(splits.LeakError, match="uid c is in both test_ood and weak_train"):
+        check_no_leak({**ok, "weak_train": [{"uid": "a"}, {"uid": "c"}]})
+    with pytest.raises(splits.LeakError, match="uid a is in both weak_train and val"):
+        check_no_leak({"weak_train": [{"uid": "a"}], "val": [{"uid": "a"}]})
+
+
+def test_source_strategy_context_uses_the_entry_labels():
+    arc = DATASETS.get("arc")
+    ctx = Context(arc, DifficultySpec(strategy="source"), 0, lambda: None)
+    scores, hard = splits.STRATEGIES.get("source")([{"source": "ARC-Easy"}, {"source": "ARC-Challenge"}], ctx)
+    assert hard == [False, True] and scores == [0.0, 1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI on the real data
+
+
+def test_cli_arc_source_strategy_easy_and_challenge(config_file, tmp_path):
+    sizes = {"weak_train": 300, "val": 100, "test_id": 200, "student_pool": 300, "test_ood": 200}
+    config = config_file(datasets=[{"name": "arc", "sizes": sizes}], data_dir=str(SHARED_DATA))
+    assert run_cli(config, "arc", tmp_path / "arc") == 0
+    got = read_splits(tmp_path / "arc")
+    assert {k: len(v) for k, v in got.items()} == sizes
+    challenge_uids = {r["uid"] for n in splits.HARD_SPLITS for r in got[n] if r["source"] == "ARC-Challenge"}
+    for name in splits.EASY_SPLITS:
+        assert {r["source"] for r in got[name]} == {"ARC-Easy"}
+    for name in splits.HARD_SPLITS:  # an Easy row lands here only as the twin of a Challenge question
+        assert all(r["source"] == "ARC-Challenge" or r["uid"] in challenge_uids for r in got[name])
+    assert all("answerKey" not in r for r in got["student_pool"])
+
+
+def test_cli_sciq_repeated_questions_stay_in_one_split(config_file, tmp_path):
+    config = config_file(datasets=[{"name": "sciq"}], data_dir=str(SHARED_DATA))
+    assert run_cli(config, "sciq", tmp_path / "sciq") == 0
+    got = read_splits(tmp_path / "sciq")
+    where = defaultdict(set)
+    count = defaultdict(int)
+    for name, rows in got.items():
+        for r in rows:
+            where[r["uid"]].add(name)
+            count[r["uid"]] += 1
+    assert all(len(s) == 1 for s in where.values())
+    assert sum(n > 1 for n in count.values()) >= 5  # repeated questions are in the files, each within one split
+    pool = got["student_pool"]
+    assert not any({"correct_answer", "distractor1", "distractor2", "distractor3"} & set(r) for r in pool)
+
+
+def test_cli_unknown_dataset_suggests_a_name(config_file, tmp_path, capsys):
+    assert run_cli(config_file(), "sciqq", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown dataset 'sciqq'. Did you mean 'sciq'?" in err
+
+
+def test_cli_missing_data_dir_names_path_and_flag(config_file, tmp_path, capsys):
+    code = run_cli(config_file(datasets=[{"name": "sciq"}]), "sciq", tmp_path / "out", "--data-dir", str(tmp_path / "none"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'none' / 'sciq'} not found" in err and "--data-dir" in err
+
+
+def test_cli_bad_json_line_names_file_and_line(config_file, tmp_path, capsys):
+    data = tmp_path / "data" / "sciq"
+    data.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        (data / f"{split}.jsonl").write_text((SHARED_DATA / "sciq" / f"{split}.jsonl").open().readline())
+    (data / "test.jsonl").write_text((data / "test.jsonl").read_text() + '{"question": \n')
+    assert run_cli(config_file(datasets=[{"name": "sciq"}]), "sciq", tmp_path / "out", "--data-dir", str(tmp_path / "data")) == 2
+    assert f"{data / 'test.jsonl'} line 2: invalid JSON" in capsys.readouterr().err

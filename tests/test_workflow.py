@@ -1,0 +1,95 @@
+"""The Snakemake DAG: it expands over the config, accepts new pairs as config entries, and its profiles work.
+
+Dry runs only (seconds); the end-to-end runs are in tests/test_end_to_end.py.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table of a dry run."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def dry_run(tmp_path: Path, *extra: str) -> dict[str, int]:
+    res = snakemake("-n", "--cores", "1", "--directory", str(REPO), "--config", f"results_dir={tmp_path}", *extra)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return job_counts(res.stdout)
+
+
+def test_default_dag_expands_rounds_and_roles(tmp_path):
+    counts = dry_run(tmp_path)
+    # T = 3 boost experts; ensembles boost r1..3 and boost-uniform r2..3 (r1 is the single expert)
+    assert counts["train_expert"] == 3
+    assert counts["ensemble_manifest"] == 5
+    assert counts["pseudo_label"] == 5
+    assert counts["train_student"] == 5
+    assert counts["train_ceiling"] == 1
+    assert counts["prepare_model"] == 2
+    assert counts["evaluate_expert"] == 3
+    assert counts["evaluate_ensemble"] == 4  # r >= 2 for both ensembles
+    assert counts["evaluate_base"] == 2
+    assert counts["table"] == 6 and counts["figure"] == 5
+    assert counts["metrics"] == 1 and counts["provenance"] == 1
+
+
+def test_a_new_pair_is_one_config_entry(tmp_path):
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    extra = tmp_path / "extra.yaml"
+    models = {"tiny-strong2": {"source": "tiny", "tiny": {**cfg["models"]["tiny-strong"]["tiny"], "num_layers": 3}}}
+    extra.write_text(yaml.safe_dump({
+        "models": models,
+        "pairs": cfg["pairs"] + [{"weak": "tiny-weak", "strong": "tiny-strong2"}],
+    }))
+    before = dry_run(tmp_path)
+    after = dry_run(tmp_path, "--configfile", str(REPO / "config" / "config.yaml"), str(extra))
+    assert after["prepare_model"] == before["prepare_model"] + 1
+    assert after["train_student"] == 2 * before["train_student"]  # the new pair's students
+    assert after["train_ceiling"] == before["train_ceiling"] + 1
+    assert after["train_expert"] == before["train_expert"]  # same weak model: experts are shared
+
+
+def test_paper_grid_lists_quickly(tmp_path):
+    start = time.perf_counter()
+    counts = dry_run(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"))
+    elapsed = time.perf_counter() - start
+    # 4 weak models x 3 datasets x 3 seeds x 3 variants x 5 rounds
+    assert counts["train_expert"] == 4 * 3 * 3 * 3 * 5
+    # 6 pairs x 3 datasets x 3 seeds x (3 variants x 5 rounds + boost-uniform r2..5)
+    assert counts["train_student"] == 6 * 3 * 3 * (15 + 4)
+    assert elapsed < 60, f"paper dry run took {elapsed:.1f}s"
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    res = snakemake("--profile", "profiles/slurm", "-n", "--config", f"results_dir={tmp_path}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "train_expert" in res.stdout
+
+
+def test_bad_config_fails_at_load_with_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("boosting: {alpah: samme}\n")
+    res = snakemake("-n", "--cores", "1", "--configfile", str(REPO / "config" / "config.yaml"), str(bad))
+    assert res.returncode != 0
+    assert "alpah" in res.stdout + res.stderr

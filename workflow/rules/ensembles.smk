@@ -1,0 +1,43 @@
+# The ensemble of the first r experts (a manifest), and its greedy answers for student_pool.
+
+
+def ensemble_experts(wildcards):
+    variant, _ = ENSEMBLES[wildcards.ensemble]
+    return [expert_dir(wildcards.weak, wildcards.dataset, wildcards.seed, variant, r) for r in range(1, int(wildcards.r) + 1)]
+
+
+rule ensemble_manifest:
+    input:
+        ensemble_experts,
+    output:
+        manifest("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
+    params:
+        weighting=lambda w: ENSEMBLES[w.ensemble][1],
+        h=lambda w: h(C.raw["boosting"]["combine"]),
+    log:
+        log("ensembles/{weak}_{dataset}_s{seed}_{ensemble}_r{r}"),
+    threads: threads("ensemble_manifest")
+    resources:
+        **res("ensemble_manifest"),
+    shell:
+        f"{EW} ensemble --config {CFG} --experts {{input}} --weighting {{params.weighting}} --out {{output}} > {{log}} 2>&1"
+
+
+rule pseudo_label:
+    input:
+        manifest=manifest("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
+        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+    output:
+        labels=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
+        meta=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}") + ".meta.json",
+    params:
+        h=lambda w: h(C.raw["evaluation"]["max_new_tokens"]),
+    log:
+        log("pseudo/{weak}_{dataset}_s{seed}_{ensemble}_r{r}"),
+    benchmark:
+        bench("pseudo/{weak}_{dataset}_s{seed}_{ensemble}_r{r}")
+    threads: threads("pseudo_label")
+    resources:
+        **res("pseudo_label"),
+    shell:
+        f"{EW} pseudo-label --config {CFG} --manifest {{input.manifest}} --data {{input.data}} --out {{output.labels}} > {{log}} 2>&1"

@@ -1,0 +1,77 @@
+# metrics.csv from every score file, the run's provenance, and one rule per table and figure.
+
+rule metrics:
+    input:
+        scores=score_files(),
+        experts=expert_dirs(),
+    output:
+        report(f"{RUN}/metrics.csv", category="Results", caption="../report/metrics.rst"),
+    params:
+        boosting=lambda w, input: " ".join(f"{d}/boosting.json" for d in input.experts),
+        h=lambda w: h("evaluation"),
+    log:
+        log("report/metrics"),
+    threads: threads("report")
+    resources:
+        **res("report"),
+    shell:
+        f"{EW} metrics --config {CFG} --scores {{input.scores}} --boosting {{params.boosting}} --out {{output}} > {{log}} 2>&1"
+
+
+rule provenance:
+    input:
+        metrics=f"{RUN}/metrics.csv",
+    output:
+        f"{RUN}/provenance.json",
+    params:
+        records=RUN,  # searched at run time for *.provenance.json records and benchmark TSVs
+    log:
+        log("report/provenance"),
+    threads: threads("report")
+    resources:
+        **res("report"),
+    shell:
+        f"{EW} provenance --config {CFG} --records {{params.records}} --out {{output}} > {{log}} 2>&1"
+
+
+rule table:
+    input:
+        metrics=f"{RUN}/metrics.csv",
+        experts=expert_dirs(),
+    output:
+        csv=report(f"{RUN}/tables/{{table}}.csv", category="Tables", caption="../report/table.rst"),
+        md=f"{RUN}/tables/{{table}}.md",
+        tex=f"{RUN}/tables/{{table}}.tex",
+    wildcard_constraints:
+        table="|".join(TABLES),
+    params:
+        boosting=lambda w, input: " ".join(f"{d}/boosting.json" for d in input.experts),
+    log:
+        log("report/table_{table}"),
+    threads: threads("report")
+    resources:
+        **res("report"),
+    shell:
+        f"{EW} report --config {CFG} --name {{wildcards.table}} --metrics {{input.metrics}}"
+        f" --boosting {{params.boosting}} --out {RUN}/tables/{{wildcards.table}} > {{log}} 2>&1"
+
+
+rule figure:
+    input:
+        metrics=f"{RUN}/metrics.csv",
+        experts=expert_dirs(),
+    output:
+        png=report(f"{RUN}/figures/{{figure}}.png", category="Figures", caption="../report/figure.rst"),
+        pdf=f"{RUN}/figures/{{figure}}.pdf",
+    wildcard_constraints:
+        figure="|".join(FIGURES),
+    params:
+        boosting=lambda w, input: " ".join(f"{d}/boosting.json" for d in input.experts),
+    log:
+        log("report/figure_{figure}"),
+    threads: threads("report")
+    resources:
+        **res("report"),
+    shell:
+        f"{EW} report --config {CFG} --name {{wildcards.figure}} --metrics {{input.metrics}}"
+        f" --boosting {{params.boosting}} --out {RUN}/figures/{{wildcards.figure}} > {{log}} 2>&1"

@@ -1,0 +1,42 @@
+# Students learn from the ensemble of the first r experts; the ceiling from student_pool's gold answers.
+
+
+rule train_student:
+    input:
+        labels=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
+        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+        base=f"{RUN}/models/{{strong}}",
+    output:
+        directory(student_dir("{weak}", "{strong}", "{dataset}", "{seed}", "{ensemble}", "{r}")),
+    params:
+        h=lambda w: h(model_hash(w.strong), "training"),
+    log:
+        log("students/{weak}__{strong}_{dataset}_s{seed}_{ensemble}_r{r}"),
+    benchmark:
+        bench("students/{weak}__{strong}_{dataset}_s{seed}_{ensemble}_r{r}")
+    threads: threads("train_student")
+    resources:
+        **res("train_student"),
+    shell:
+        f"{EW} train-student --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
+        f" --data {{input.data}} --base {{input.base}} --labels {{input.labels}} --out {{output}} > {{log}} 2>&1"
+
+
+rule train_ceiling:
+    input:
+        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+        base=f"{RUN}/models/{{strong}}",
+    output:
+        directory(ceiling_dir("{strong}", "{dataset}", "{seed}")),
+    params:
+        h=lambda w: h(model_hash(w.strong), "training"),
+    log:
+        log("ceiling/{strong}_{dataset}_s{seed}"),
+    benchmark:
+        bench("ceiling/{strong}_{dataset}_s{seed}")
+    threads: threads("train_student")
+    resources:
+        **res("train_student"),
+    shell:
+        f"{EW} train-student --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
+        f" --data {{input.data}} --base {{input.base}} --gold --out {{output}} > {{log}} 2>&1"
