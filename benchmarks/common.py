@@ -198,7 +198,7 @@ def finish(args, mach: dict, results: list[dict], started: float) -> None:
     for r in results:
         target = "-" if r["target"] is None else f"{'<=' if r['better'] == 'lower' else '>='} {r['target']}"
         met = {None: "", True: "met", False: "NOT MET"}[r["met"]]
-        print(f"{r['name']:<44} ratio {r['ratio']:>7.3f}   target {target:<8} {met}")
+        print(f"{r['name']:<62} ratio {r['ratio']:>7.3f}   target {target:<8} {met}")
     print(f"load average {mach['loadavg_start']} -> {mach['loadavg_end']}, {mach['wall_s']} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +36,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ensemw2s import metrics as M
+from ensemw2s import provenance
 from ensemw2s.config import Config, stable_hash
 from ensemw2s.errors import DataFileError, UserError
 from ensemw2s.evaluate import ROLES, SCORES, load_score
@@ -312,8 +314,10 @@ def metric_rows(cfg: Config, score_files: Iterable[Path], boosting_files: Iterab
 
 
 def write_metrics(cfg: Config, score_files: Iterable[Path], boosting_files: Iterable[Path], out: Path) -> Path:
-    """Write the tidy metrics.csv (atomically; byte-identical for identical inputs)."""
-    score_files = list(score_files)
+    """Write the tidy metrics.csv (atomically; byte-identical for identical inputs) and its provenance record
+    (a separate file: it carries the time)."""
+    start = time.perf_counter()
+    score_files, boosting_files = list(score_files), list(boosting_files)
     if not score_files:
         raise UserError("metrics: no score files given (--scores)")
     rows = metric_rows(cfg, score_files, boosting_files)
@@ -323,4 +327,6 @@ def write_metrics(cfg: Config, score_files: Iterable[Path], boosting_files: Iter
         writer.writeheader()
         for row in rows:
             writer.writerow({k: format_value(row[k]) if k in numeric else row[k] for k in COLUMNS})
+    provenance.record(out, cfg, ["evaluation.bootstrap"], [*score_files, *boosting_files],
+                      {"step": "metrics", "rows": len(rows), "wall_time_s": time.perf_counter() - start})
     return Path(out)

@@ -93,6 +93,7 @@ class DatasetSpec:
     sizes: dict[str, int]
     show_choices: bool
     options: dict[str, Any]
+    subsample: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,25 @@ class Config:
         return out
 
     def hash(self, *keys: str) -> str:
-        """Short hash of the named top-level keys (all keys when none given): a step's config identity."""
-        picked = {k: self.raw.get(k) for k in (keys or sorted(self.raw))}
+        """Short hash of the named keys (all top-level keys when none given): a step's config identity.
+
+        A key is top-level (`training`) or a dotted path (`training.student`, `models.tiny-weak`); a
+        name that itself holds dots (`models.qwen2.5-0.5b`) is matched whole first. Unset keys hash as None.
+        """
+        picked = {k: self.get(k) for k in (keys or sorted(self.raw))}
         return stable_hash(picked)
+
+    def get(self, key: str) -> Any:
+        """The raw value at a top-level key or dotted path (see `hash`); None where unset."""
+        node: Any = self.raw
+        while isinstance(node, dict):
+            if key in node:
+                return node[key]
+            head, dot, key = key.partition(".")
+            if not dot or head not in node:
+                return None
+            node = node[head]
+        return None
 
 
 def stable_hash(obj: Any) -> str:
@@ -296,6 +313,7 @@ def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
         sizes={s: int(sizes[s]) for s in SPLITS},
         show_choices=bool(ds.get("show_choices", d.get("show_choices", True))),
         options={**d.get("options", {}), **ds.get("options", {})},
+        subsample=ds.get("subsample", d.get("subsample")),
     )
 
 

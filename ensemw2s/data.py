@@ -294,7 +294,7 @@ DATASETS.add("synthetic", DatasetEntry(
         "load_from": "local",  # unused: the rows are generated
         "difficulty": {"strategy": "source"},
         "sizes": {"weak_train": 300, "val": 100, "test_id": 200, "student_pool": 300, "test_ood": 200},
-        # tiny models cannot yet use lettered choices; the choices still score acc/acc_norm
+        # as in the corpus, the question alone; lm-eval still scores the choices (acc, acc_norm)
         "show_choices": False,
         "options": dict(synthetic.DEFAULTS),
     },

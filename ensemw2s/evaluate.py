@@ -233,6 +233,9 @@ def evaluate(cfg: Config, dataset: str, data: Path, model: Path | None, manifest
             score = {"meta": labels, "splits": {}, "stopped": True, "stop_reason": rounds["stop_reason"],
                      "tokens_processed": 0}
             write_json(out, score)
+            provenance.record(out, cfg, ("evaluation",), [Path(model) / "boosting.json"],
+                              {"step": "evaluate", "meta": labels, "stopped": True, "tokens_processed": 0,
+                               "wall_time_s": time.perf_counter() - start})
             return score
         model = Path(model) / "model"
     spec = _lm(model, manifest, cache)

@@ -12,11 +12,13 @@ import importlib.util
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ensemw2s import provenance
 from ensemw2s.config import Config, ModelSpec, TinySpec
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, write_json
@@ -48,7 +50,8 @@ def is_adapter(ref: str | Path) -> bool:
 
 def _hub_error(ref: str, exc: Exception) -> UserError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub cannot be reached or has no such model"
+    why = ("the Hugging Face hub cannot be reached (HF_HUB_OFFLINE=1) and no local copy is cached" if offline
+           else "the Hugging Face hub cannot be reached or has no such model")
     return UserError(
         f"cannot load model {ref!r}: {why} ({type(exc).__name__}). Point the config at a local copy "
         f"(models.<name>: {{source: path, id: /path/to/checkpoint}}) or a GGUF file (source: gguf)."
@@ -196,13 +199,13 @@ def build_tiny_model(spec: TinySpec, tokenizer, seed: int = 0):
     return AutoModelForCausalLM.from_config(cfg)
 
 
-def pretrain(model, tokenizer, texts: list[str], spec: TinySpec, seed: int, work_dir: Path) -> None:
-    """Plain next-token pretraining on unlabeled text with transformers' Trainer."""
+def pretrain(model, tokenizer, texts: list[str], spec: TinySpec, seed: int, work_dir: Path) -> int:
+    """Plain next-token pretraining on unlabeled text with transformers' Trainer; returns the tokens seen."""
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     if spec.pretrain_steps == 0 or not texts:
-        return
+        return 0
     eos = tokenizer.eos_token
     ds = Dataset.from_dict({"text": [t + eos for t in texts]}).map(
         lambda b: tokenizer(b["text"], truncation=True, max_length=spec.max_position), batched=True, remove_columns=["text"]
@@ -223,20 +226,28 @@ def pretrain(model, tokenizer, texts: list[str], spec: TinySpec, seed: int, work
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        include_num_input_tokens_seen="non_padding",
     )
-    Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False)).train()
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer.train()
+    return int(trainer.state.num_input_tokens_seen)
 
 
-def _prepare_tiny(spec: ModelSpec, seed: int, out: Path) -> None:
+def _prepare_tiny(cfg: Config, spec: ModelSpec, out: Path) -> int:
+    """Build, pretrain and save a tiny model; returns the pretraining tokens."""
     from ensemw2s.data import DATASETS
 
     tiny = spec.tiny
-    texts = DATASETS.get(tiny.pretrain_dataset).corpus(tiny.pretrain_docs, seed)
+    seed = cfg.seeds[0]
+    # the task's own options (e.g. its world seed), so the corpus states the facts its questions ask
+    options = cfg.dataset(tiny.pretrain_dataset).options
+    texts = DATASETS.get(tiny.pretrain_dataset).corpus(tiny.pretrain_docs, seed, options)
     tokenizer = train_tokenizer(texts, tiny.vocab_size)
     model = build_tiny_model(tiny, tokenizer, seed)
-    pretrain(model, tokenizer, texts, tiny, seed, out / "_pretrain")
+    tokens = pretrain(model, tokenizer, texts, tiny, seed, out / "_pretrain")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return tokens
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,10 +299,12 @@ def _prepare_gguf(spec: ModelSpec, out: Path) -> None:
 
 def prepare_model(cfg: Config, name: str, out: Path) -> None:
     """Materialise model entry `name` at `out` (atomically): the directory every later step loads."""
+    start = time.perf_counter()
     spec = cfg.model(name)
+    tokens = None
     with atomic_dir(out) as tmp:
         if spec.source == "tiny":
-            _prepare_tiny(spec, cfg.seeds[0], tmp)
+            tokens = _prepare_tiny(cfg, spec, tmp)
         elif spec.source == "gguf":
             _prepare_gguf(spec, tmp)
         else:
@@ -302,3 +315,11 @@ def prepare_model(cfg: Config, name: str, out: Path) -> None:
         for scratch in ("_pretrain", "_gguf"):
             if (tmp / scratch).exists():
                 shutil.rmtree(tmp / scratch)
+    # tiny: the first seed builds and pretrains it, on the text of its pretrain dataset (options in `datasets`)
+    keys = [f"models.{name}"] + (["seeds", "datasets"] if spec.source == "tiny" else [])
+    inputs = [spec.gguf_file] if spec.source == "gguf" and spec.gguf_file else []
+    inputs += [spec.id] if spec.source == "path" else []
+    provenance.record(out, cfg, keys, inputs, {
+        "step": "prepare_model", "model": name, "source": spec.source, "id": spec.id, "revision": spec.revision,
+        "gguf_package": spec.gguf_package, "wall_time_s": time.perf_counter() - start, "tokens_processed": tokens,
+    })

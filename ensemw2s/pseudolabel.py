@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ensemw2s import provenance
 from ensemw2s.config import Config
 from ensemw2s.ensemble import load_ensemble
 from ensemw2s.errors import UserError
@@ -49,6 +50,7 @@ def read_pool(data: str | Path) -> list[dict]:
 
 def pseudo_label(cfg: Config, manifest: str | Path, data: str | Path, out: str | Path) -> None:
     """Greedy ensemble answers for every student_pool prompt -> `out` (JSONL) and `<out>.meta.json`."""
+    begin = time.perf_counter()
     rows = read_pool(data)
     if not rows:
         raise UserError(f"{Path(data) / 'student_pool.jsonl'} has no rows to label")
@@ -62,12 +64,20 @@ def pseudo_label(cfg: Config, manifest: str | Path, data: str | Path, out: str |
         for r, g in zip(rows, gens)
     ]
     kept = [r for r in labelled if r["answer"]]
-    write_jsonl(out, kept)
-    write_json(meta_path(out), {
+    meta = {
         "n": len(kept),
         "n_pool": len(rows),
         "empty_answers": len(rows) - len(kept),
         "tokens_generated": sum(len(g.token_ids) for g in gens),
         "finish": dict(sorted(Counter(g.finish for g in gens).items())),
         "wall_time_s": round(wall, 3),
-    })
+    }
+    write_jsonl(out, kept)
+    write_json(meta_path(out), meta)
+    # every expert runs over every prompt and every generated token
+    prompt_tokens = sum(len(ensemble.encode(r["prompt"])) for r in rows)
+    provenance.record(out, cfg, ["evaluation.max_new_tokens", "evaluation.batch_size", "evaluation.device"],
+                      [manifest, Path(data) / "student_pool.jsonl"],
+                      {"step": "pseudo_label", **{k: meta[k] for k in ("n", "n_pool", "empty_answers", "finish")},
+                       "wall_time_s": time.perf_counter() - begin,
+                       "tokens_processed": len(ensemble.experts) * (prompt_tokens + meta["tokens_generated"])})

@@ -18,16 +18,17 @@ import torch
 from torch import Tensor
 from transformers import set_seed
 
-from ensemw2s import boosting
+from ensemw2s import boosting, provenance
 from ensemw2s.config import Config, stable_hash
-from ensemw2s.errors import UserError
+from ensemw2s.errors import DataFileError, UserError
 from ensemw2s.io import atomic_dir, read_json, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
 from ensemw2s.registry import Registry
 from ensemw2s.students import refuse_gold
-from ensemw2s.training import answer_token_ids, answer_token_misses, count_tokens, fit, read_fit_stats
+from ensemw2s.training import FIT_STATS, answer_token_ids, answer_token_misses, count_tokens, fit, read_fit_stats
 
 EXPERT_SPLITS = ("weak_train", "val")  # the only splits an expert may read
+ROW_FIELDS = ("uid", "prompt", "answer")  # what an expert reads of a row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +76,17 @@ def read_split(data: Path, split: str) -> list[dict]:
     """An expert's training or selection rows; student_pool and gold answers are refused."""
     if split not in EXPERT_SPLITS:
         raise UserError(f"experts read only {', '.join(EXPERT_SPLITS)}, not {split!r}")
-    return read_jsonl(refuse_gold(data / f"{split}.jsonl"))
+    path = refuse_gold(data / f"{split}.jsonl")
+    rows = read_jsonl(path)
+    for lineno, row in enumerate(rows, 1):
+        missing = [k for k in ROW_FIELDS if k not in row]
+        if missing:
+            raise DataFileError(f"{path} line {lineno}: missing field(s) {', '.join(map(repr, missing))}; "
+                                f"rerun `ensemw2s prepare-data` (see docs/architecture.md)")
+        if not isinstance(row["answer"], str) or not row["answer"].strip():
+            raise DataFileError(f"{path} line {lineno}: empty answer; every training row needs one "
+                                f"(fix or drop the row, or rerun `ensemw2s prepare-data`)")
+    return rows
 
 
 def _offsets(ids: list[Tensor]) -> Tensor:
@@ -113,13 +124,26 @@ def _previous(prev: Path | None, round: int, variant: str, uids: list[str], offs
     return D / D.sum(), record.get("stop_reason") if record.get("stopped") else None
 
 
-def _save(out: Path, model, tokenizer, uids: list[str], offsets: Tensor, D_next: Tensor, record: dict) -> None:
+def _save(out: Path, model, tokenizer, uids: list[str], offsets: Tensor, D_next: Tensor, record: dict,
+          fit_stats: dict | None = None) -> None:
     with atomic_dir(out) as tmp:
         if model is not None:
             model.save_pretrained(tmp / "model")  # a LoRA model saves just its adapter
             tokenizer.save_pretrained(tmp / "model")
         write_weights(tmp / "weights.pt", uids, offsets, D_next)
         write_json(tmp / "boosting.json", record)
+        if fit_stats is not None:  # kept after the checkpoints go: e.g. whether training resumed
+            write_json(tmp / FIT_STATS, fit_stats)
+
+
+def _record(cfg: Config, out: Path, weak: str, inputs: list, record: dict, fit_stats: dict | None) -> None:
+    """The round's provenance record: the config keys an expert depends on, its inputs, time and tokens."""
+    provenance.record(out, cfg, [f"models.{weak}", "training.expert", "boosting"], inputs, {
+        "step": "train_expert", **{k: record[k] for k in ("dataset", "seed", "variant", "round", "round_seed",
+                                                          "stopped", "stop_reason", "eps", "alpha")},
+        "wall_time_s": record["wall_time_s"], "tokens_processed": record["tokens_processed"],
+        "resumed_from": (fit_stats or {}).get("resumed_from"),
+    })
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +161,9 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     rows = read_split(data, "weak_train")
     val = read_split(data, "val") if spec.select_on_val else None
     base = Path(base).resolve() if Path(base).exists() else base  # adapters record their base: keep it absolute
+    inputs = [data / "weak_train.jsonl", *([data / "val.jsonl"] if val is not None else []),
+              *([base] if isinstance(base, Path) else []),
+              *([Path(prev) / "boosting.json", Path(prev) / "weights.pt"] if prev is not None else [])]
     tokenizer = load_tokenizer(base)
     uids = [r["uid"] for r in rows]
     offsets = _offsets(answer_token_ids(tokenizer, rows, spec.max_length))
@@ -148,11 +175,13 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
         "K": K, "n_tokens": int(offsets[-1]),
     }
     if stopped is not None:  # an earlier round stopped boosting: no expert, weights carried over
-        _save(out, None, None, uids, offsets, D, {
-            **record, "eps": None, "alpha": None, "n_missed": None, "stopped": True, "stop_reason": stopped,
+        record.update({
+            "eps": None, "alpha": None, "n_missed": None, "stopped": True, "stop_reason": stopped,
             "weight_entropy": boosting.weight_entropy(D), "weight_top10_share": boosting.top_share(D),
             "tokens_processed": 0, "wall_time_s": time.perf_counter() - start,
         })
+        _save(out, None, None, uids, offsets, D, record)
+        _record(cfg, out, weak, inputs, record, None)
         return
 
     rseed = record["round_seed"]
@@ -161,7 +190,11 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     model = apply_lora(load_causal_lm(base, dtype=mspec.dtype), mspec)
     ckpt = out.parent / (out.name + ".ckpt")  # outside the atomic temp dir, so a requeued job resumes
     token_weights = None if multipliers is None else list(multipliers.split((offsets[1:] - offsets[:-1]).tolist()))
-    model = fit(model, tokenizer, rows, spec, rseed, ckpt, token_weights=token_weights, val_rows=val)
+    try:
+        model = fit(model, tokenizer, rows, spec, rseed, ckpt, token_weights=token_weights, val_rows=val)
+    except UserError as exc:  # e.g. a non-finite loss: name the step and the round
+        raise UserError(f"train-expert {variant} round {round} ({weak}, {dataset}, seed {seed}): {exc}") from None
+    fit_stats = read_fit_stats(ckpt)
 
     miss = var.misses(torch.cat(answer_token_misses(model, tokenizer, rows, spec.batch_size, spec.max_length)), offsets)
     eps = boosting.weighted_error(D, miss, round)
@@ -171,11 +204,13 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
         D_next = D if reason else boosting.update_weights(D, miss, alpha, round)
     else:
         alpha, reason, D_next = 1.0, None, D
-    _save(out, None if reason else model, tokenizer, uids, offsets, D_next, {
-        **record, "eps": eps, "alpha": alpha, "n_missed": int(miss.sum()), "stopped": reason is not None,
+    record.update({
+        "eps": eps, "alpha": alpha, "n_missed": int(miss.sum()), "stopped": reason is not None,
         "stop_reason": f"round {round}: {reason}" if reason else None,
         "weight_entropy": boosting.weight_entropy(D_next), "weight_top10_share": boosting.top_share(D_next),
-        "tokens_processed": read_fit_stats(ckpt)["tokens_processed"] + count_tokens(tokenizer, rows, spec.max_length),
+        "tokens_processed": fit_stats["tokens_processed"] + count_tokens(tokenizer, rows, spec.max_length),
         "wall_time_s": time.perf_counter() - start,
     })
+    _save(out, None if reason else model, tokenizer, uids, offsets, D_next, record, fit_stats)
     shutil.rmtree(ckpt)
+    _record(cfg, out, weak, inputs, record, fit_stats)

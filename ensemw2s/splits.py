@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ensemw2s import provenance
 from ensemw2s.config import SPLITS, Config, DifficultySpec, as_dict, stable_hash
 from ensemw2s.data import DATASETS, DatasetEntry
 from ensemw2s.errors import UserError
@@ -201,6 +203,21 @@ def rate_examples(examples: list[dict], ctx: Context) -> list[dict]:
     return [{**ex, "difficulty": s, "hard": h} for ex, s, h in zip(examples, scores, hard)]
 
 
+def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
+    """A seeded sample of about `n` rows, whole questions at a time, in the original row order."""
+    if n is None or n >= len(rows):
+        return rows
+    groups = sorted(group_by_uid(rows).items())
+    random.Random(f"subsample:{seed}").shuffle(groups)
+    keep, total = set(), 0
+    for _, idx in groups:
+        if total >= n:
+            break
+        keep.update(idx)
+        total += len(idx)
+    return [row for i, row in enumerate(rows) if i in keep]
+
+
 def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_model: str | Path | None = None,
                  rater: Rater | None = None) -> None:
     """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
@@ -208,6 +225,7 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
     rater_model: the prepared checkpoint of the config's difficulty.rater, for the `model` strategy
     (ignored by the others); `rater` injects a ready rater instead (tests).
     """
+    start = time.perf_counter()
     spec = cfg.dataset(dataset)
     entry = DATASETS.get(dataset)
 
@@ -219,7 +237,8 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
                             f"pass --rater-model (the prepare-model output of models.{spec.difficulty.rater})")
         return model_rater(cfg, rater_model, spec.difficulty.rater, seed)
 
-    rows = rate_examples(entry.examples(spec, cfg.data_dir), Context(entry, spec.difficulty, seed, make_rater))
+    examples = subsample(entry.examples(spec, cfg.data_dir), spec.subsample, seed)
+    rows = rate_examples(examples, Context(entry, spec.difficulty, seed, make_rater))
     index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset)
     splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
     check_no_leak(splits)
@@ -238,3 +257,14 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
             "config_hash": stable_hash(as_dict(spec)),
             "files": files,
         })
+    keys, inputs = ["datasets"], []
+    if spec.load_from == "local" and entry.parts:  # local copies; generated and hub rows have no files here
+        keys.append("data_dir")
+        inputs += [Path(cfg.data_dir) / part.folder for part in entry.parts]
+    if spec.difficulty.strategy == "model":  # the rater: fine-tuned with the expert settings, scored in batches
+        keys += [f"models.{spec.difficulty.rater}", "training.expert", "evaluation.batch_size"]
+        inputs += [rater_model] if rater_model is not None else []
+    provenance.record(out, cfg, keys, inputs, {
+        "step": "prepare_data", "dataset": dataset, "seed": seed, "load_from": spec.load_from,
+        "sizes": {name: len(splits[name]) for name in SPLITS}, "wall_time_s": time.perf_counter() - start,
+    })

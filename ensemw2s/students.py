@@ -13,11 +13,12 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from ensemw2s import provenance
 from ensemw2s.config import Config
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
-from ensemw2s.training import fit, read_fit_stats
+from ensemw2s.training import FIT_STATS, fit, read_fit_stats
 
 GOLD_DIR = "gold"
 
@@ -70,8 +71,9 @@ def answer_pool(pool: list[dict], answers: list[dict], source: str, complete: bo
                                 f"the answers must come from this split directory's student_pool")
             continue
         a = by_uid[row["uid"]].popleft()
-        if not isinstance(a.get("answer"), str):
-            raise UserError(f"{source}: the answer of uid {row['uid']} is not a string")
+        if not isinstance(a.get("answer"), str) or not a["answer"].strip():
+            raise UserError(f"{source}: the answer of uid {row['uid']} is empty or not a string; a label file holds "
+                            f"one non-empty answer per row (`ensemw2s pseudo-label` drops empty generations)")
         if "prompt" in a and a["prompt"] != row["prompt"]:
             raise UserError(f"{source}: the prompt of uid {row['uid']} differs from student_pool's; "
                             f"the labels were made from other splits or another prompt format")
@@ -108,15 +110,21 @@ def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: s
     set_seed(seed)  # LoRA initialisation
     model = apply_lora(load_causal_lm(base, dtype=mspec.dtype), mspec)
     ckpt = out.parent / (out.name + ".ckpt")  # outside the atomic temp dir, so a requeued job resumes
-    model = fit(model, tokenizer, rows, spec, seed, ckpt, val_rows=val)
+    try:
+        model = fit(model, tokenizer, rows, spec, seed, ckpt, val_rows=val)
+    except UserError as exc:  # e.g. a non-finite loss: name the step
+        raise UserError(f"train-student ({role} {strong}, seed {seed}): {exc}") from None
+    fit_stats = read_fit_stats(ckpt)
+    summary = {"role": role, "n_rows": len(rows), "seed": seed, "tokens_processed": fit_stats["tokens_processed"],
+               "wall_time_s": time.perf_counter() - start}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
-        write_json(tmp / "train.json", {
-            "role": role,
-            "n_rows": len(rows),
-            "seed": seed,
-            "tokens_processed": read_fit_stats(ckpt)["tokens_processed"],
-            "wall_time_s": time.perf_counter() - start,
-        })
+        write_json(tmp / "train.json", summary)
+        write_json(tmp / FIT_STATS, fit_stats)  # kept after the checkpoints go: e.g. whether training resumed
     shutil.rmtree(ckpt)
+    answers = Path(data) / GOLD_DIR / "student_pool.jsonl" if gold else Path(labels)
+    inputs = [answers, data / "student_pool.jsonl", *([data / "val.jsonl"] if val is not None else []),
+              *([base] if isinstance(base, Path) else [])]
+    provenance.record(out, cfg, [f"models.{strong}", "training.student"], inputs,
+                      {"step": "train_student", **summary, "resumed_from": fit_stats["resumed_from"]})

@@ -12,6 +12,7 @@ Trainer documents for losses that need other inputs, is the one method overridde
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ensemw2s.config import TrainingSpec, as_dict, stable_hash
 from ensemw2s.errors import UserError
@@ -189,8 +191,17 @@ def count_tokens(tokenizer, rows: list[dict], max_length: int) -> int:
     return sum(len(p) + len(a) for p, a in (encode_row(tokenizer, r, max_length, i) for i, r in enumerate(rows)))
 
 
+def _drop_partial_checkpoints(out_dir: Path) -> None:
+    """Delete checkpoints a kill interrupted while they were written: Trainer writes trainer_state.json last."""
+    for ckpt in out_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if ckpt.is_dir() and not (ckpt / TRAINER_STATE_NAME).is_file():
+            shutil.rmtree(ckpt)
+
+
 def _resume_point(out_dir: Path, key: str) -> str | None:
-    """The last checkpoint in out_dir if it belongs to the same inputs; refuse a stale one."""
+    """The last complete checkpoint in out_dir if it belongs to the same inputs; refuse a stale one."""
+    if out_dir.is_dir():
+        _drop_partial_checkpoints(out_dir)
     last = get_last_checkpoint(out_dir) if out_dir.is_dir() else None
     if last is not None:
         saved = read_json(out_dir / FIT_KEY)["key"] if (out_dir / FIT_KEY).is_file() else None

@@ -248,3 +248,16 @@ def test_cli_bad_json_line_names_file_and_line(config_file, tmp_path, capsys):
     (data / "test.jsonl").write_text((data / "test.jsonl").read_text() + '{"question": \n')
     assert run_cli(config_file(datasets=[{"name": "sciq"}]), "sciq", tmp_path / "out", "--data-dir", str(tmp_path / "data")) == 2
     assert f"{data / 'test.jsonl'} line 2: invalid JSON" in capsys.readouterr().err
+
+
+def test_subsample_keeps_whole_questions_in_order():
+    from ensemw2s.splits import subsample
+
+    rows = [{"uid": f"q{i // 2}", "i": i} for i in range(40)]  # 20 questions, 2 rows each
+    picked = subsample(rows, 10, seed=3)
+    assert len(picked) == 10
+    assert [r["i"] for r in picked] == sorted(r["i"] for r in picked)  # original order
+    uids = {r["uid"] for r in picked}
+    assert all(sum(r["uid"] == u for r in picked) == 2 for u in uids)  # no question split
+    assert subsample(rows, 10, seed=3) == picked and subsample(rows, 10, seed=4) != picked
+    assert subsample(rows, None, seed=3) == rows

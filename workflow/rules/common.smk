@@ -98,8 +98,28 @@ def model_hash(name):
     return stable_hash(C.raw["models"][name])
 
 
+def prepared_model_hash(name):
+    """A tiny model is also built from the first seed and its pretrain dataset's options."""
+    spec = C.model(name)
+    if spec.source != "tiny":
+        return model_hash(name)
+    return stable_hash([C.raw["models"][name], C.seeds[0], C.dataset(spec.tiny.pretrain_dataset).options])
+
+
 def dataset_hash(name):
-    return stable_hash([ew_config.as_dict(C.dataset(name)), C.data_dir])
+    spec = C.dataset(name)
+    parts = [ew_config.as_dict(spec), C.data_dir]
+    if spec.difficulty.strategy == "model":  # the rater is fine-tuned with the expert settings
+        parts.append(C.raw["training"]["expert"])
+    return stable_hash(parts)
+
+
+# evaluation keys that change scores (bootstrap only changes metrics.csv)
+EVAL_KEYS = ("batch_size", "max_new_tokens", "splits", "limit", "device")
+
+
+def eval_hash():
+    return stable_hash({k: C.raw["evaluation"][k] for k in EVAL_KEYS})
 
 
 # --- paths -------------------------------------------------------------------------------------

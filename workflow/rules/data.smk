@@ -12,7 +12,7 @@ rule prepare_model:
     output:
         directory(f"{RUN}/models/{{model}}"),
     params:
-        h=lambda w: model_hash(w.model),
+        h=lambda w: prepared_model_hash(w.model),
     log:
         log("models/{model}"),
     benchmark:

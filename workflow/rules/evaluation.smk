@@ -4,7 +4,7 @@ EVAL_SHELL = (
     f"{EW} evaluate --config {CFG} --dataset {{wildcards.dataset}} --data {{input.data}} {{params.what}}"
     f" --meta {{params.meta}} dataset={{wildcards.dataset}} seed={{wildcards.seed}} --out {{output}} > {{log}} 2>&1"
 )
-EVAL_HASH = lambda w: h("evaluation")
+EVAL_HASH = lambda w: eval_hash()
 
 
 rule evaluate_base:

@@ -16,7 +16,7 @@ rule train_expert:
     output:
         directory(expert_dir("{weak}", "{dataset}", "{seed}", "{variant}", "{r}")),
     params:
-        h=lambda w: h(model_hash(w.weak), "training", C.raw["boosting"]["token_weighting"],
+        h=lambda w: h(model_hash(w.weak), C.raw["training"]["expert"], C.raw["boosting"]["token_weighting"],
                       C.raw["boosting"]["alpha"], C.raw["boosting"]["samme_k"]),
         prev=lambda w, input: f"--prev {input.prev}" if input.prev else "",
     log:

@@ -9,7 +9,7 @@ rule train_student:
     output:
         directory(student_dir("{weak}", "{strong}", "{dataset}", "{seed}", "{ensemble}", "{r}")),
     params:
-        h=lambda w: h(model_hash(w.strong), "training"),
+        h=lambda w: h(model_hash(w.strong), C.raw["training"]["student"]),
     log:
         log("students/{weak}__{strong}_{dataset}_s{seed}_{ensemble}_r{r}"),
     benchmark:
@@ -29,7 +29,7 @@ rule train_ceiling:
     output:
         directory(ceiling_dir("{strong}", "{dataset}", "{seed}")),
     params:
-        h=lambda w: h(model_hash(w.strong), "training"),
+        h=lambda w: h(model_hash(w.strong), C.raw["training"]["student"]),
     log:
         log("ceiling/{strong}_{dataset}_s{seed}"),
     benchmark:
