@@ -1,20 +1,24 @@
 """Greedy ensemble decoding against transformers' generate: B prompts x N new tokens, T experts.
 
-Full experts (T separate models): ratio = ensemble time / (T x generate time of one expert on the same
-batch); the ensemble cannot beat T forwards per token, so 1.0 is the physical cost and the target
-asks for at most 5% on top (T=4, B=8, N=64).
+Full experts (T separate models): ratio = ensemble time / (T x generate time of one of the experts on
+the same batch). The ensemble needs T forwards per token, so 1.0 is the physical cost; the target
+allows 5% on top at T=4, B=8, N=64.
 
-LoRA experts (T adapters of one base): the ensemble runs all T in one forward of the base over T x B
-rows (ensemw2s/multilora.py). Ratios against T separate experts decoded separately, each expert as
-(a) merged into its own copy of the base (= a plain model of the base's shape: this is also
-"T x one generate") and (b) an unmerged PeftModel. The separate experts all have one shape, so T of
-them cost T x one of them; that is what is timed. Target: at most 0.5 x the merged experts for B <= 4.
+LoRA experts (T adapters of one base, loaded by Ensemble.from_pretrained, which runs all T in one
+forward of the base over T x B rows, ensemw2s/multilora.py). Ratios against T separate experts decoded
+separately by generate, each expert (a) merged into its own copy of the base, i.e. a plain model of the
+base's shape, so this is also "T x one generate", and (b) an unmerged PeftModel. Experts of one shape
+cost the same, so T separate experts are timed as T x one of them. Target: at most 0.5 x the merged
+experts at T=4 for B <= 4.
 
-Peak memory: each configuration runs in a fresh process; the candidate's peak is read right after its
-first run, before any baseline is loaded. LoRA target: the T=4 shared-base ensemble at most 1.2 x one
-model decoding the same batch.
+Peak memory (ru_maxrss) is per configuration. Full experts run T = 1, 2, 4, 8 in one process in that
+order, adding models: the footprint only grows, so the peak read after each T's runs is that T's. Each
+LoRA configuration runs in a fresh process and its peak is read after its first run, before any baseline
+model is loaded. LoRA target: the T=4 shared-base ensemble at most 1.2 x one expert (a PeftModel, as a
+single adapter loads) decoding the same batch with generate, each in a fresh process. `net` ratios
+subtract each process's memory after its imports (torch, transformers, peft), which both pay.
 
-    python benchmarks/bench_ensemble_decode.py [--quick] [--json PATH]
+    python benchmarks/bench_ensemble_decode.py [--quick] [--json PATH] [--threads 1]
 """
 from __future__ import annotations
 
@@ -29,10 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-FULL = dict(B=8, N=64, prompt=32, experts=[1, 2, 4, 8], repeats=3)
-LORA = dict(batches=[(4, [1, 2, 4, 8]), (1, [4])], N=64, prompt=32, repeats=3, r=8, alpha=16)
-QUICK = dict(B=2, N=4, prompt=8, experts=[1, 2], repeats=2)
-QUICK_LORA = dict(batches=[(2, [2])], N=4, prompt=8, repeats=2, r=2, alpha=4)
+# (T, N) pairs: N = 64 where a target is set; shorter elsewhere so that the whole run fits ~10 minutes
+FULL = dict(B=8, prompt=32, runs=[(1, 32), (2, 32), (4, 64), (8, 16)], repeats=3)
+# (B, T, N) triples; at T = compare_at also the PeftModel baseline (a third run per repeat) and the memory
+LORA = dict(prompt=32, repeats=3, r=8, alpha=16, compare_at=4,
+            runs=[(4, 1, 32), (4, 2, 32), (4, 4, 64), (4, 8, 32), (1, 4, 64)])
+QUICK_FULL = dict(B=2, prompt=8, runs=[(1, 4), (2, 4)], repeats=2)
+QUICK_LORA = dict(prompt=8, repeats=2, r=2, alpha=4, compare_at=2, runs=[(2, 2, 4)])
 
 
 def hf_generate(model, prompts: list[list[int]], n: int):
@@ -53,37 +60,40 @@ def warm_up(*fns) -> None:
         fn()
 
 
-def tokens(generations) -> list[list[int]]:
-    return [g.token_ids for g in generations]
-
-
 # ---------------------------------------------------------------------------------------------
-# workers (one configuration per process)
+# workers (fresh processes)
 
 
 def full_worker(cfg: dict) -> dict:
-    """T random models: their ensemble and transformers' generate on the first, interleaved."""
+    """T random models for each T in increasing order: their ensemble and generate on the first, interleaved."""
     from ensemw2s.ensemble import Ensemble
 
     dims = common.shape(cfg["quick"])
-    models = [common.llama(dims, seed=t) for t in range(cfg["T"])]
+    tok = common.word_tokenizer(dims["vocab_size"])
     prompts = common.random_prompts(cfg["B"], cfg["prompt"], dims["vocab_size"], seed=0)
-    ens = Ensemble(models, [1.0] * cfg["T"], "prob", common.word_tokenizer(dims["vocab_size"]))
+    models, out = [], []
     with torch.no_grad():
-        warm_up(ensemble_generate(ens, prompts[:1], 2), hf_generate(models[0], prompts[:1], 2))
-        times, last = common.interleaved({"ensemble": ensemble_generate(ens, prompts, cfg["N"]),
-                                          "generate": hf_generate(models[0], prompts, cfg["N"])}, cfg["repeats"])
-    same = tokens(last["ensemble"]) == last["generate"][:, -cfg["N"]:].tolist() if cfg["T"] == 1 else None
-    # generate runs on one of the ensemble's own models with one cache, so the peak is the ensemble's
-    return {"times": times, "peak_rss_mb": common.peak_rss_mb(), "same_tokens_as_generate": same}
+        for T, N in cfg["runs"]:
+            models += [common.llama(dims, seed=t) for t in range(len(models), T)]
+            ens = Ensemble(models[:T], [1.0] * T, "prob", tok)
+            warm_up(ensemble_generate(ens, prompts[:1], 2), hf_generate(models[0], prompts[:1], 2))
+            times, last = common.interleaved({"ensemble": ensemble_generate(ens, prompts, N),
+                                              "generate": hf_generate(models[0], prompts, N)}, cfg["repeats"])
+            same = [g.token_ids for g in last["ensemble"]] == last["generate"][:, -N:].tolist()
+            out.append({"T": T, "N": N, "times": times, "peak_rss_mb": common.peak_rss_mb(),
+                        "same_tokens_as_generate": same if T == 1 else None})
+    return {"runs": out}
 
 
 def lora_worker(cfg: dict) -> dict:
-    """T adapters of one base through Ensemble.from_pretrained (the shared-base path for T >= 2), then one
-    expert merged and one as a PeftModel, decoded by transformers' generate; interleaved."""
+    """T adapters of one base through Ensemble.from_pretrained; then one expert merged (and, if asked,
+    one as a PeftModel) decoded by generate; interleaved."""
+    import peft  # noqa: F401  (imported before the first reading, as in the reference worker)
+
     from ensemw2s.ensemble import Ensemble
     from ensemw2s.models import load_causal_lm
 
+    imports = common.peak_rss_mb()
     dims = common.shape(cfg["quick"])
     prompts = common.random_prompts(cfg["B"], cfg["prompt"], dims["vocab_size"], seed=0)
     adapters = cfg["adapters"][:cfg["T"]]
@@ -91,35 +101,39 @@ def lora_worker(cfg: dict) -> dict:
     with torch.no_grad():
         warm_up(ensemble_generate(ens, prompts[:1], 2))
         first = common.timed(ensemble_generate(ens, prompts, cfg["N"]))
-        peak = common.peak_rss_mb()  # read before any baseline model exists in this process
-        merged = load_causal_lm(adapters[0]).merge_and_unload()
-        unmerged = load_causal_lm(adapters[0])
-        warm_up(hf_generate(merged, prompts[:1], 2), hf_generate(unmerged, prompts[:1], 2))
-        times, _ = common.interleaved({"ensemble": ensemble_generate(ens, prompts, cfg["N"]),
-                                       "merged": hf_generate(merged, prompts, cfg["N"]),
-                                       "unmerged": hf_generate(unmerged, prompts, cfg["N"])}, cfg["repeats"])
-    return {"times": times, "untimed_first_s": first, "peak_rss_mb": peak,
+        peak = common.peak_rss_mb()  # before any baseline model exists in this process
+        baselines = {"merged": load_causal_lm(adapters[0]).merge_and_unload()}
+        if cfg["unmerged"]:
+            baselines["unmerged"] = load_causal_lm(adapters[0])
+        warm_up(*(hf_generate(m, prompts[:1], 2) for m in baselines.values()))
+        fns = {"ensemble": ensemble_generate(ens, prompts, cfg["N"]),
+               **{name: hf_generate(m, prompts, cfg["N"]) for name, m in baselines.items()}}
+        times, _ = common.interleaved(fns, cfg["repeats"])
+    return {"times": times, "untimed_first_s": first, "peak_rss_mb": peak, "imports_rss_mb": imports,
             "shared_base": type(ens.runner).__name__ == "LoRAStack"}
 
 
-def one_model_worker(cfg: dict) -> dict:
-    """The memory reference: one model (the base checkpoint) decoding the same batch with generate."""
+def one_expert_worker(cfg: dict) -> dict:
+    """The memory reference: one expert as a single adapter loads (a PeftModel on its base), decoding the
+    same batch with generate."""
+    import peft  # noqa: F401
+
     from ensemw2s.models import load_causal_lm
 
+    imports = common.peak_rss_mb()
     dims = common.shape(cfg["quick"])
-    model = load_causal_lm(cfg["base"])
     prompts = common.random_prompts(cfg["B"], cfg["prompt"], dims["vocab_size"], seed=0)
     with torch.no_grad():
-        hf_generate(model, prompts, cfg["N"])()
-    return {"peak_rss_mb": common.peak_rss_mb()}
+        hf_generate(load_causal_lm(cfg["adapters"][0]), prompts, cfg["N"])()
+    return {"peak_rss_mb": common.peak_rss_mb(), "imports_rss_mb": imports}
 
 
-WORKERS = {"full": full_worker, "lora": lora_worker, "one": one_model_worker}
+WORKERS = {"full": full_worker, "lora": lora_worker, "one": one_expert_worker}
 
 
-def make_adapters(root: Path, dims: dict, n: int, r: int, alpha: int) -> tuple[str, list[str]]:
-    """A random base checkpoint and n LoRA adapters of it (all linear layers, as the project's default),
-    with random non-zero B so they are distinct experts."""
+def make_adapters(root: Path, dims: dict, n: int, r: int, alpha: int) -> list[str]:
+    """A random base checkpoint and n LoRA adapters of it on every linear layer (the project's default
+    target), with random non-zero B so that they are distinct experts."""
     from peft import LoraConfig, get_peft_model
 
     from ensemw2s.models import load_causal_lm
@@ -137,10 +151,52 @@ def make_adapters(root: Path, dims: dict, n: int, r: int, alpha: int) -> tuple[s
                     p.normal_(0.0, 0.02, generator=g)
         model.save_pretrained(root / f"adapter{t}")
         out.append(str(root / f"adapter{t}"))
-    return str(root / "base"), out
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def full_results(script: str, args, full: dict) -> list[dict]:
+    w = common.run_worker(script, {"kind": "full", "quick": args.quick, **full}, args.threads)
+    results = []
+    for run in w["runs"]:
+        T, N = run["T"], run["N"]
+        ens, gen = common.median(run["times"]["ensemble"]), common.median(run["times"]["generate"])
+        results.append(common.result(
+            f"decode full T={T} B={full['B']} N={N}: ensemble / (T x generate)", ens / (T * gen),
+            1.05 if (T, full["B"], N) == (4, 8, 64) else None, "lower", T=T, B=full["B"], N=N,
+            ensemble_s=run["times"]["ensemble"], generate_s=run["times"]["generate"],
+            peak_rss_mb=round(run["peak_rss_mb"]), same_tokens_as_generate=run["same_tokens_as_generate"]))
+    return results
+
+
+def lora_results(script: str, args, lora: dict, adapters: list[str]) -> list[dict]:
+    results = []
+    for B, T, N in lora["runs"]:
+        compare = T == lora["compare_at"]
+        cfg = {"quick": args.quick, "B": B, "T": T, "N": N, "prompt": lora["prompt"], "repeats": lora["repeats"],
+               "adapters": adapters, "unmerged": compare}
+        w = common.run_worker(script, {**cfg, "kind": "lora"}, args.threads)
+        t = {k: common.median(v) for k, v in w["times"].items()}
+        details = dict(T=T, B=B, N=N, rank=lora["r"], shared_base=w["shared_base"],
+                       **{f"{k}_s": v for k, v in w["times"].items()})
+        results.append(common.result(
+            f"decode LoRA T={T} B={B} N={N}: ensemble / (T x merged expert)", t["ensemble"] / (T * t["merged"]),
+            0.5 if compare and B <= 4 and not args.quick else None, "lower", **details))
+        if "unmerged" in t:
+            results.append(common.result(
+                f"decode LoRA T={T} B={B} N={N}: ensemble / (T x PeftModel)", t["ensemble"] / (T * t["unmerged"]),
+                None, "lower", **details))
+        if compare:
+            one = common.run_worker(script, {**cfg, "kind": "one"}, args.threads)
+            net = (w["peak_rss_mb"] - w["imports_rss_mb"]) / (one["peak_rss_mb"] - one["imports_rss_mb"])
+            results.append(common.result(
+                f"memory LoRA T={T} B={B} N={N}: ensemble peak / one expert's", w["peak_rss_mb"] / one["peak_rss_mb"],
+                None if args.quick else 1.2, "lower", T=T, B=B, N=N, peak_rss_mb=round(w["peak_rss_mb"]),
+                one_expert_peak_rss_mb=round(one["peak_rss_mb"]), net_ratio=round(net, 4),
+                imports_rss_mb=[round(w["imports_rss_mb"]), round(one["imports_rss_mb"])]))
+    return results
 
 
 def main() -> None:
@@ -151,44 +207,14 @@ def main() -> None:
         common.report_worker(WORKERS[cfg["kind"]](cfg))
         return
     started = time.perf_counter()
-    full, lora = (QUICK, QUICK_LORA) if args.quick else (FULL, LORA)
+    full, lora = (QUICK_FULL, QUICK_LORA) if args.quick else (FULL, LORA)
     dims = common.shape(args.quick)
     mach = common.machine(args.threads, {"model": dims, "full": full, "lora": lora})
     script = str(Path(__file__).resolve())
-    results = []
-
-    full_cfg = {"quick": args.quick, "B": full["B"], "N": full["N"], "prompt": full["prompt"], "repeats": full["repeats"]}
-    for T in full["experts"]:
-        w = common.run_worker(script, {**full_cfg, "kind": "full", "T": T}, args.threads)
-        ens, gen = common.median(w["times"]["ensemble"]), common.median(w["times"]["generate"])
-        results.append(common.result(
-            f"decode full T={T} B={full['B']} N={full['N']}: ensemble / (T x generate)", ens / (T * gen),
-            1.05 if T == 4 else None, "lower", T=T, B=full["B"], N=full["N"], ensemble_s=w["times"]["ensemble"],
-            generate_s=w["times"]["generate"], peak_rss_mb=round(w["peak_rss_mb"]),
-            same_tokens_as_generate=w["same_tokens_as_generate"]))
-
+    results = full_results(script, args, full)
     with tempfile.TemporaryDirectory(prefix="ensemw2s-bench-") as tmp:
-        n_adapters = max(T for _, ts in lora["batches"] for T in ts)
-        base, adapters = make_adapters(Path(tmp), dims, n_adapters, lora["r"], lora["alpha"])
-        for B, experts in lora["batches"]:
-            cfg = {"quick": args.quick, "B": B, "N": lora["N"], "prompt": lora["prompt"], "repeats": lora["repeats"],
-                   "base": base, "adapters": adapters}
-            one = common.run_worker(script, {**cfg, "kind": "one"}, args.threads)
-            for T in experts:
-                w = common.run_worker(script, {**cfg, "kind": "lora", "T": T}, args.threads)
-                t = {k: common.median(v) for k, v in w["times"].items()}
-                details = dict(T=T, B=B, N=lora["N"], rank=lora["r"], shared_base=w["shared_base"],
-                               **{f"{k}_s": v for k, v in w["times"].items()})
-                results.append(common.result(
-                    f"decode LoRA T={T} B={B} N={lora['N']}: ensemble / (T x merged expert)",
-                    t["ensemble"] / (T * t["merged"]), 0.5 if T == 4 else None, "lower", **details))
-                results.append(common.result(
-                    f"decode LoRA T={T} B={B} N={lora['N']}: ensemble / (T x PeftModel)",
-                    t["ensemble"] / (T * t["unmerged"]), None, "lower", **details))
-                results.append(common.result(
-                    f"memory LoRA T={T} B={B}: ensemble peak / one model's", w["peak_rss_mb"] / one["peak_rss_mb"],
-                    1.2 if T == 4 else None, "lower", T=T, B=B, peak_rss_mb=round(w["peak_rss_mb"]),
-                    one_model_peak_rss_mb=round(one["peak_rss_mb"])))
+        adapters = make_adapters(Path(tmp), dims, max(T for _, T, _ in lora["runs"]), lora["r"], lora["alpha"])
+        results += lora_results(script, args, lora, adapters)
     common.finish(args, mach, results, started)
 
 

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -109,8 +110,18 @@ def median(xs: list[float]) -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far, in MiB.
+
+    Linux: VmHWM of /proc/self/status. getrusage's ru_maxrss is kept across exec, so a worker started by
+    a parent holding 2 GB would report the parent's 2 GB as its own peak; VmHWM belongs to the address
+    space the worker's program runs in. Elsewhere: ru_maxrss (KiB on Linux, bytes on macOS).
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        line = next(ln for ln in status.read_text().splitlines() if ln.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +157,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def setup(args) -> None:
     torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notices from peft and transformers
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import transformers
 

@@ -17,6 +17,7 @@ from ensemw2s.registry import Registry
 
 EPS_MIN = 1e-10
 EPS_MAX = 1.0 - 1e-10
+ALPHA_TOL = 1e-9  # |alpha| below this is chance level: at eps = 1 - 1/K, float rounding leaves alpha = +4e-16
 
 
 def _check_finite(x: Tensor, what: str, round: int) -> None:
@@ -67,8 +68,9 @@ def alpha(rule: str, eps: float, k: int) -> float:
 
 
 def stop_reason(alpha_t: float, eps: float, rule: str) -> str | None:
-    """None while boosting goes on; else why it stops (alpha <= 0: the expert is no better than chance)."""
-    if alpha_t > 0:
+    """None while boosting goes on; else why it stops (alpha <= 0, up to rounding: the expert is no better
+    than chance)."""
+    if alpha_t > ALPHA_TOL:
         return None
     return (f"alpha = {alpha_t:.6g} <= 0 at weighted error eps = {eps:.6g}: the expert is no better than "
             f"chance under alpha rule {rule!r}")

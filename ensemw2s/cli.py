@@ -7,6 +7,7 @@ line naming the problem and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -156,6 +157,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # job logs hold the step's own lines (a bad input: just the error), not progress bars of weight loading
+    # and dataset mapping; read when huggingface_hub / datasets are imported (lazily, in _dispatch)
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(var, "1")
     try:
         _dispatch(args)
     except UserError as exc:

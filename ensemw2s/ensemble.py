@@ -13,6 +13,10 @@ Scoring can be split per expert (`expert_token_logprobs` -> `TokenCache`, once p
 ensemble of cached experts combined later without a model (`combine_cached`): the evaluation of the
 ensembles of the first r experts, r = 1..R, then costs R expert passes instead of R(R+1)/2.
 
+How the T experts run together is an expert runner's business (`logits`, `select_rows`):
+`SeparateExperts` runs T models, one forward and one KV cache each; `multilora.LoRAStack` runs T LoRA
+adapters of one base in a single forward over T x B rows (chosen by `Ensemble.from_pretrained`).
+
 Inputs are left-padded everywhere (scoring and decoding), so that every row ends at the last column:
 logits are computed only for the positions needed (`logits_to_keep`), and position ids come from the
 attention mask. Padded positions hold token id PAD_ID: they are masked, so the id never matters.

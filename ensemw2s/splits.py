@@ -127,7 +127,10 @@ def model_rater(cfg: Config, checkpoint: str | Path, rater_name: str, seed: int)
     device = resolve_device(cfg.evaluation.device)
 
     def score(train_rows: list[dict], score_rows: list[dict]) -> list[float]:
+        from transformers import set_seed
+
         tokenizer = load_tokenizer(checkpoint)
+        set_seed(seed)  # LoRA initialisation (Trainer seeds the rest)
         model = apply_lora(load_causal_lm(checkpoint, dtype=spec.dtype, device=device), spec)
         with tempfile.TemporaryDirectory(prefix="rater-") as work:
             model = training.fit(model, tokenizer, train_rows, train_spec, seed, work)

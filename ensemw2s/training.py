@@ -286,6 +286,10 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
     trainer.train(resume_from_checkpoint=resume)
     state = trainer.state
     val_losses = [log["eval_loss"] for log in state.log_history if "eval_loss" in log]  # one per epoch
+    bad = [epoch for epoch, loss in enumerate(val_losses, 1) if not math.isfinite(loss)]
+    if bad:
+        raise UserError(f"val loss is {val_losses[bad[0] - 1]} after epoch {bad[0]}; lower training.learning_rate "
+                        f"or use precision fp32/bf16 instead of fp16")
     val_tokens = count_tokens(tokenizer, val_rows, spec.max_length) if val else 0
     write_json(out_dir / FIT_STATS, {
         "tokens_processed": int(state.num_input_tokens_seen) + len(val_losses) * val_tokens,

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ensemw2s.cli import main
@@ -41,7 +42,15 @@ def check_error(err: str, step: str, *needles: str) -> str:
 
 @pytest.fixture
 def fails(capsys, tmp_path):
-    """fails(argv, *needles): run the CLI in-process and check the contract; --out must not exist after."""
+    """fails(argv, *needles): run the CLI in-process and check the contract; --out must not exist after.
+
+    The CLI turns off the libraries' progress bars through environment variables read at import; here
+    the libraries are already imported, so they are turned off directly for the test.
+    """
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
 
     def run(argv: list[str], *needles: str) -> str:
         argv = [str(a) for a in argv]
@@ -56,7 +65,9 @@ def fails(capsys, tmp_path):
             assert not any(out.parent.glob(f".{out.name}.*")), "a temporary output was left behind"
         return line
 
-    return run
+    yield run
+    if bars:
+        hf_logging.enable_progress_bar()
 
 
 def run_cli_subprocess(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -190,9 +201,7 @@ def test_hub_model_while_offline(tmp_path):
     res = run_cli_subprocess(["prepare-model", "--config", path, "--model", "h", "--out", out],
                              {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert res.returncode == 2, res.stderr
-    line = res.stderr.strip().splitlines()[-1]
-    check_error(line, "prepare-model", "'ensemw2s-test/no-such-model'", "cannot be reached", "source: path")
-    assert "Traceback" not in res.stderr
+    check_error(res.stderr, "prepare-model", "'ensemw2s-test/no-such-model'", "cannot be reached", "source: path")
     assert not out.exists()
 
 
@@ -202,9 +211,7 @@ def test_hub_dataset_while_offline(tmp_path):
     res = run_cli_subprocess(["prepare-data", "--config", path, "--dataset", "sciq", "--out", out],
                              {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert res.returncode == 2, res.stderr
-    line = res.stderr.strip().splitlines()[-1]
-    check_error(line, "prepare-data", "allenai/sciq", "cannot be reached", "load_from: local", "--data-dir")
-    assert "Traceback" not in res.stderr
+    check_error(res.stderr, "prepare-data", "allenai/sciq", "cannot be reached", "load_from: local", "--data-dir")
     assert not out.exists()
 
 
@@ -319,6 +326,15 @@ def test_prev_of_the_wrong_round(fails, tmp_path, tiny_model_dir):
     prev = expert_dir(tmp_path / "r2", 2, None)
     fails(expert_argv(tmp_path, write_split_dir(tmp_path / "data"), tiny_model_dir, round=2, prev=prev),
           f"--prev {prev} holds round 2", "needs round 1")
+
+
+def test_a_non_finite_training_loss(fails, tmp_path, tiny_model_dir, monkeypatch):
+    from ensemw2s import training
+
+    monkeypatch.setattr(training, "weighted_lm_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    fails(expert_argv(tmp_path, write_split_dir(tmp_path / "data"), tiny_model_dir),
+          "train-expert boost round 1 (weak, synthetic, seed 0)", "training loss is nan at step 1",
+          "lower training.learning_rate")
 
 
 def test_weak_base_that_does_not_exist(fails, tmp_path):

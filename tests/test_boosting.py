@@ -107,6 +107,11 @@ def test_chance_or_worse_stops_boosting():
     assert boosting.stop_reason(boosting.alpha("samme", 0.8, k=4), 0.8, "samme") is not None
     # at eps = 1 - 1/K exactly, alpha is 0 (chance level)
     assert boosting.alpha("samme", 0.75, k=4) == pytest.approx(0.0, abs=1e-12)
+    # exactly at chance, rounding can leave alpha a hair above 0 (K = 9: +4.4e-16): still a stop
+    for k in (9, 11, 12, 400, 49152):
+        eps_chance = 1 - 1 / k
+        assert boosting.stop_reason(boosting.alpha("samme", eps_chance, k), eps_chance, "samme") is not None
+    assert boosting.stop_reason(boosting.alpha("samme", 0.74, k=4), 0.74, "samme") is None  # just better than chance
     # adaboost: chance is eps = 0.5, alpha = 0.5 log(1) = 0 -> stop
     assert boosting.alpha("adaboost", 0.5, k=4) == 0.0
     assert boosting.stop_reason(0.0, 0.5, "adaboost") is not None

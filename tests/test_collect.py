@@ -217,6 +217,9 @@ def test_reruns_are_byte_identical_whatever_the_input_order(run, tmp_path):
     cfg, scores, boosting, out, _ = run
     again = write_metrics(cfg, list(reversed(scores)), list(reversed(boosting)), tmp_path / "again.csv")
     assert again.read_bytes() == out.read_bytes()
+    record = read_json(tmp_path / "again.csv.provenance.json")  # the time lives here, apart
+    assert record["step"] == "metrics" and record["config_keys"] == ["evaluation.bootstrap"]
+    assert set(record["inputs"]) == {str(p) for p in [*scores, *boosting]}
 
 
 def test_zero_gap_gives_empty_pgr_not_inf(tmp_path, make_config):

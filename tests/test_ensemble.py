@@ -367,6 +367,9 @@ def test_manifest_skips_stopped_rounds_and_loads(tmp_path, expert_dirs, experts,
                  "combine": "vote", "weighting": "alpha", "rounds": [1, 3], "tokenizer": tokenizer_fingerprint(tok)}
     write_manifest(cfg, dirs, "uniform", tmp_path / "uniform.json")
     assert json.loads((tmp_path / "uniform.json").read_text())["weights"] == [1.0, 1.0]
+    record = json.loads((tmp_path / "uniform.json.provenance.json").read_text())
+    assert record["step"] == "ensemble_manifest" and record["config_keys"] == ["boosting.combine"]
+    assert set(record["inputs"]) == {str(d / "boosting.json") for d in dirs}
 
     ens = load_ensemble(tmp_path / "alpha.json", device="cpu")
     assert ens.combine == "vote" and torch.allclose(ens.weights, torch.tensor([2.5 / 3, 0.5 / 3]))

@@ -35,3 +35,15 @@ def test_different_tokenizers_are_refused(tmp_path, tiny_model_dir):
     with pytest.raises(UserError, match="different tokenizers"):
         check_same_tokenizer([tiny_model_dir, tmp_path])
     check_same_tokenizer([tiny_model_dir, tiny_model_dir])
+
+
+def test_prepare_model_writes_a_tiny_model_and_its_record(make_config, tmp_path):
+    from ensemw2s import provenance
+    from ensemw2s.models import prepare_model
+
+    prepare_model(make_config(), "weak", tmp_path / "models" / "weak")
+    assert load_tokenizer(tmp_path / "models" / "weak").eos_token == "</s>"
+    record = json.loads(provenance.record_path(tmp_path / "models" / "weak").read_text())
+    assert record["step"] == "prepare_model" and record["config_keys"] == ["datasets", "models.weak", "seeds"]
+    assert record["tokens_processed"] == 0 and record["extra"]["source"] == "tiny"  # pretrain_steps 0
+    assert not list((tmp_path / "models").glob(".weak.*"))  # no temporary directory left

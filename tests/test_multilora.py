@@ -153,6 +153,7 @@ def test_manifest_and_lmeval_model_use_the_shared_base(tmp_path, adapter_dirs, p
     write_json(manifest, {"experts": [str(d) for d in adapter_dirs], "weights": [1.0, 2.0, 0.5], "combine": "prob",
                           "tokenizer": tokenizer_fingerprint(tiny_tokenizer)})
     assert isinstance(load_ensemble(manifest, device="cpu").runner, LoRAStack)
+    assert get_model("ensemw2s")(manifest=str(manifest), device="cpu").max_length == 128  # the base's positions
 
     kw = dict(manifest=str(manifest), batch_size=3, device="cpu", max_length=32)
     direct, cached = get_model("ensemw2s")(**kw), get_model("ensemw2s")(**kw, cache=str(tmp_path / "cache"))

@@ -89,6 +89,10 @@ def test_answers_in_input_order_and_meta(cfg, manifest, data, tmp_path, monkeypa
     assert meta["empty_answers"] == len(PROMPTS) - len(kept)
     assert meta["tokens_generated"] == sum(n for _, n in expected)
     assert sum(meta["finish"].values()) == len(PROMPTS) and meta["wall_time_s"] >= 0
+    record = json.loads((tmp_path / "pseudo" / "r2.jsonl.provenance.json").read_text())
+    assert record["step"] == "pseudo_label" and record["extra"]["empty_answers"] == meta["empty_answers"]
+    assert set(record["inputs"]) == {str(manifest), str(data / "student_pool.jsonl")}
+    assert record["tokens_processed"] > 2 * meta["tokens_generated"]  # two experts, prompts and answers
 
     again = tmp_path / "again.jsonl"
     pl.pseudo_label(cfg, manifest, data, again)

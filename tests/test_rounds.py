@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemw2s import boosting, rounds
+from ensemw2s import boosting, rounds, training
 from ensemw2s.errors import UserError
 from ensemw2s.io import write_jsonl
 from ensemw2s.models import load_causal_lm, load_tokenizer
@@ -79,6 +79,13 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     assert rec2["round"] == 2 and rec2["eps"] == pytest.approx(float((D2 * miss2).sum()), rel=1e-5)
     expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], round=2)
     torch.testing.assert_close(w2["weights"], expected.float())
+    record = json.loads((tmp_path / "boost" / "r2.provenance.json").read_text())
+    assert record["step"] == "train_expert" and record["config_keys"] == ["boosting", "models.weak", "training.expert"]
+    assert set(record["inputs"]) == {str(data / "weak_train.jsonl"), str(data / "val.jsonl"),
+                                     str(tiny_model_dir.resolve()), str(r1 / "boosting.json"), str(r1 / "weights.pt")}
+    assert record["tokens_processed"] == rec2["tokens_processed"] and record["extra"]["alpha"] == rec2["alpha"]
+    fit_stats = json.loads((r2 / "fit.json").read_text())  # kept when the checkpoints go
+    assert fit_stats["global_step"] > 0 and fit_stats["resumed_from"] is None
 
     # the sequence variant trains its h_1 with the same inputs as boost's (plain SFT, same round seed) ...
     seq, _ = run(c, "sequence", 1, data, tiny_model_dir, None, tmp_path / "sequence" / "r1")
@@ -105,6 +112,16 @@ def test_chance_level_expert_stops_boosting(cfg, tiny_model_dir, tmp_path, monke
     rec2, w2 = run(c, "boost", 2, data, tiny_model_dir, tmp_path / "r1", tmp_path / "r2")
     assert rec2["stopped"] and rec2["stop_reason"] == rec["stop_reason"] and rec2["alpha"] is None
     assert torch.equal(w2["weights"], w["weights"]) and not (tmp_path / "r2" / "model").exists()
+    assert json.loads((tmp_path / "r2.provenance.json").read_text())["extra"]["stopped"]
+
+
+def test_a_non_finite_loss_names_the_step_and_the_round(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    nan = lambda *args, **kwargs: torch.tensor(float("nan"), requires_grad=True)  # noqa: E731
+    monkeypatch.setattr(training, "weighted_lm_loss", nan)
+    with pytest.raises(UserError, match=r"^train-expert boost round 1 \(weak, synthetic, seed 0\): training loss is "
+                                        r"nan at step 1 .*lower training.learning_rate"):
+        run(cfg(), "boost", 1, write_split_dir(tmp_path / "data"), tiny_model_dir, None, tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()
 
 
 def test_bagging_with_lora_saves_an_adapter_and_keeps_uniform_weights(cfg, tiny_model_dir, tmp_path):

@@ -83,6 +83,10 @@ def test_same_inputs_same_bytes_and_the_seed_matters(make_config, tmp_path):
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
     assert (tmp_path / "a" / "weak_train.jsonl").read_bytes() != (tmp_path / "c" / "weak_train.jsonl").read_bytes()
+    # the provenance record (it carries the time) lies beside the split directory, not in it
+    record = json.loads((tmp_path / "a.provenance.json").read_text())
+    assert record["step"] == "prepare_data" and record["config_keys"] == ["datasets"] and record["inputs"] == {}
+    assert record["extra"]["seed"] == 0 and record["wall_time_s"] > 0
 
 
 def test_manifest_records_the_run_and_hashes_every_file(make_config, tmp_path):

@@ -38,6 +38,10 @@ def test_student_is_the_same_whether_or_not_gold_exists(cfg, tiny_model_dir, tmp
     with_gold, info = train(cfg, data, tiny_model_dir, tmp_path / "a", labels=labels)
     assert info["role"] == "student" and info["n_rows"] == 6 and info["tokens_processed"] > 0
     assert not (tmp_path / "a.ckpt").exists()
+    assert json.loads((tmp_path / "a" / "fit.json").read_text())["resumed_from"] is None
+    record = json.loads((tmp_path / "a.provenance.json").read_text())
+    assert record["step"] == "train_student" and record["config_keys"] == ["models.strong", "training.student"]
+    assert str(labels) in record["inputs"] and not any("gold" in p for p in record["inputs"])
     shutil.rmtree(data / "gold")
     without_gold, _ = train(cfg, data, tiny_model_dir, tmp_path / "b", labels=labels)
     assert all(torch.equal(with_gold[k], without_gold[k]) for k in with_gold)
@@ -52,6 +56,8 @@ def test_ceiling_trains_on_gold(cfg, tiny_model_dir, tmp_path):
     assert role == "ceiling" and [r["answer"] for r in rows] == [gold[r["uid"]] for r in rows]
     _, info = train(cfg, data, tiny_model_dir, tmp_path / "ceiling", gold=True)
     assert info["role"] == "ceiling" and info["n_rows"] == 6
+    record = json.loads((tmp_path / "ceiling.provenance.json").read_text())
+    assert str(data / "gold" / "student_pool.jsonl") in record["inputs"] and record["extra"]["role"] == "ceiling"
 
 
 def test_only_the_ceiling_reads_gold(tmp_path):

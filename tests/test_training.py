@@ -1,4 +1,6 @@
 """Token-weighted fine-tuning: collator masks, the weighted loss, fit (resume, selection), probes."""
+import shutil
+
 import pytest
 import torch
 
@@ -167,10 +169,15 @@ def test_resume_after_a_killed_job_matches_an_uninterrupted_run(tiny_model_dir, 
     with pytest.raises(KeyboardInterrupt):
         training.fit(load_causal_lm(tiny_model_dir), tiny_tokenizer, rows, s, 0, tmp_path / "killed")
     assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*")) == ["checkpoint-2"]
+    # a later checkpoint the kill cut short while it was written (Trainer writes trainer_state.json last)
+    partial = tmp_path / "killed" / "checkpoint-3"
+    partial.mkdir()
+    shutil.copy(tmp_path / "killed" / "checkpoint-2" / "model.safetensors", partial)
 
     monkeypatch.setattr(training, "weighted_lm_loss", real_loss)
     resumed = training.fit(load_causal_lm(tiny_model_dir), tiny_tokenizer, rows, s, 0, tmp_path / "killed")
     assert training.read_fit_stats(tmp_path / "killed")["resumed_from"].endswith("checkpoint-2")
+    assert not partial.exists()
     resumed = params(resumed)
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k])
@@ -202,6 +209,19 @@ def test_non_finite_loss_names_the_step(tiny_model_dir, tiny_tokenizer, tmp_path
     weights = [torch.full((len(x),), float("nan")) for x in training.answer_token_ids(tiny_tokenizer, rows, 64)]
     with pytest.raises(UserError, match="at step 1"):
         training.fit(load_causal_lm(tiny_model_dir), tiny_tokenizer, rows, spec(), 0, tmp_path, token_weights=weights)
+
+
+def test_non_finite_val_loss_names_the_epoch(tiny_model_dir, tiny_tokenizer, tmp_path, monkeypatch):
+    real_loss = training.weighted_lm_loss
+
+    def nan_in_eval(*args, **kwargs):  # evaluation runs without gradients; training stays finite
+        loss = real_loss(*args, **kwargs)
+        return loss if torch.is_grad_enabled() else loss * float("nan")
+
+    monkeypatch.setattr(training, "weighted_lm_loss", nan_in_eval)
+    with pytest.raises(UserError, match="val loss is nan after epoch 1"):
+        training.fit(load_causal_lm(tiny_model_dir), tiny_tokenizer, qa_rows(4), spec(select_on_val=True), 0, tmp_path,
+                     val_rows=qa_rows(2, start=10))
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

@@ -1,6 +1,7 @@
 # Validation, the resolved config every step reads, path patterns, resources and input functions.
 # No science here: which experts form which ensemble comes from ensemw2s.config.Config.
 import os
+import sys
 from pathlib import Path
 
 import yaml
@@ -83,6 +84,12 @@ def res(step):
 def threads(step):
     return {**_RESOURCE_DEFAULTS[step], **C.resources.get(step, {})}["threads"]
 
+
+# Jobs find `ensemw2s` beside the Python running Snakemake, whether or not its environment is activated
+# (`make run` calls .venv/bin/snakemake; job shells only search PATH).
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 
 # Every shell line runs the CLI with the job's thread budget (torch would otherwise take every core).
 ENV = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} HF_HUB_DISABLE_TELEMETRY=1"

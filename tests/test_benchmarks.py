@@ -1,0 +1,54 @@
+"""benchmarks/: each runs with --quick and writes the agreed JSON. Speed itself is never asserted here."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCHMARKS = sorted(p.name for p in (REPO / "benchmarks").glob("bench_*.py"))
+MACHINE_KEYS = {"date", "cpu", "cores", "threads", "device", "torch", "transformers", "peft", "commit",
+                "loadavg_start", "loadavg_end", "shapes", "wall_s"}
+
+
+def test_every_benchmark_of_the_issue_exists():
+    assert set(BENCHMARKS) >= {"bench_ensemble_decode.py", "bench_ensemble_score.py", "bench_expert_training.py"}
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_quick_run_writes_the_schema(name, tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data) == {"machine", "results"}
+    assert MACHINE_KEYS <= set(data["machine"])
+    assert len(data["machine"]["loadavg_start"]) == 3
+    assert data["results"]
+    for r in data["results"]:
+        assert isinstance(r["name"], str) and r["name"] in proc.stdout  # every ratio is printed
+        assert isinstance(r["ratio"], float) and math.isfinite(r["ratio"]) and r["ratio"] > 0
+        assert r["target"] is None or isinstance(r["target"], float)
+        assert r["better"] in ("lower", "higher")
+        if r["target"] is None:
+            assert r["met"] is None
+        else:
+            assert r["met"] == (r["ratio"] <= r["target"] if r["better"] == "lower" else r["ratio"] >= r["target"])
+    assert len({r["name"] for r in data["results"]}) == len(data["results"])
+
+
+def test_a_result_is_met_on_the_side_its_target_names():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_common", REPO / "benchmarks" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    assert common.result("a", 1.04, 1.05, "lower")["met"] is True
+    assert common.result("a", 1.06, 1.05, "lower")["met"] is False
+    assert common.result("a", 0.94, 0.95, "higher")["met"] is False
+    assert common.result("a", 0.96, 0.95, "higher", tokens=3) == {
+        "name": "a", "ratio": 0.96, "target": 0.95, "better": "higher", "met": True, "tokens": 3}
+    assert common.result("a", 2.0, None, "lower")["met"] is None
