@@ -162,12 +162,12 @@ def full_results(script: str, args, full: dict) -> list[dict]:
     results = []
     for run in w["runs"]:
         T, N = run["T"], run["N"]
-        ens, gen = common.median(run["times"]["ensemble"]), common.median(run["times"]["generate"])
+        r = common.ratios(run["times"], "ensemble", "generate", baseline_runs=T)
         results.append(common.result(
-            f"decode full T={T} B={full['B']} N={N}: ensemble / (T x generate)", ens / (T * gen),
-            1.05 if (T, full["B"], N) == (4, 8, 64) else None, "lower", T=T, B=full["B"], N=N,
-            ensemble_s=run["times"]["ensemble"], generate_s=run["times"]["generate"],
-            peak_rss_mb=round(run["peak_rss_mb"]), same_tokens_as_generate=run["same_tokens_as_generate"]))
+            f"decode full T={T} B={full['B']} N={N}: ensemble / (T x generate)", r["ratio"],
+            1.05 if (T, full["B"], N) == (4, 8, 64) else None, "lower", r["wall_ratio"], T=T, B=full["B"], N=N,
+            **common.seconds(run["times"]), peak_rss_mb=round(run["peak_rss_mb"]),
+            same_tokens_as_generate=run["same_tokens_as_generate"]))
     return results
 
 
@@ -178,16 +178,16 @@ def lora_results(script: str, args, lora: dict, adapters: list[str]) -> list[dic
         cfg = {"quick": args.quick, "B": B, "T": T, "N": N, "prompt": lora["prompt"], "repeats": lora["repeats"],
                "adapters": adapters, "unmerged": compare}
         w = common.run_worker(script, {**cfg, "kind": "lora"}, args.threads)
-        t = {k: common.median(v) for k, v in w["times"].items()}
-        details = dict(T=T, B=B, N=N, rank=lora["r"], shared_base=w["shared_base"],
-                       **{f"{k}_s": v for k, v in w["times"].items()})
+        details = dict(T=T, B=B, N=N, rank=lora["r"], shared_base=w["shared_base"], **common.seconds(w["times"]))
+        r = common.ratios(w["times"], "ensemble", "merged", baseline_runs=T)
         results.append(common.result(
-            f"decode LoRA T={T} B={B} N={N}: ensemble / (T x merged expert)", t["ensemble"] / (T * t["merged"]),
-            0.5 if compare and B <= 4 and not args.quick else None, "lower", **details))
-        if "unmerged" in t:
+            f"decode LoRA T={T} B={B} N={N}: ensemble / (T x merged expert)", r["ratio"],
+            0.5 if compare and B <= 4 and not args.quick else None, "lower", r["wall_ratio"], **details))
+        if "unmerged" in w["times"]:
+            r = common.ratios(w["times"], "ensemble", "unmerged", baseline_runs=T)
             results.append(common.result(
-                f"decode LoRA T={T} B={B} N={N}: ensemble / (T x PeftModel)", t["ensemble"] / (T * t["unmerged"]),
-                None, "lower", **details))
+                f"decode LoRA T={T} B={B} N={N}: ensemble / (T x PeftModel)", r["ratio"], None, "lower",
+                r["wall_ratio"], **details))
         if compare:
             one = common.run_worker(script, {**cfg, "kind": "one"}, args.threads)
             net = (w["peak_rss_mb"] - w["imports_rss_mb"]) / (one["peak_rss_mb"] - one["imports_rss_mb"])

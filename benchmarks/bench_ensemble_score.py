@@ -117,12 +117,12 @@ def main() -> None:
         for kind, T in runs:
             w = common.run_worker(script, {**cfg, "quick": args.quick, "kind": kind, "T": T, "experts": experts},
                                   args.threads)
-            ens, hf = common.median(w["times"]["ensemble"]), common.median(w["times"]["hflm"])
+            r = common.ratios(w["times"], "ensemble", "hflm", baseline_runs=T)
             name = (f"score direct T={T}: ensemw2s / (T x HFLM)" if kind == "direct" else
                     f"score r=1..{T} x (alpha, uniform) from the cache: all / (T x HFLM)")
             results.append(common.result(
-                name, ens / (T * hf), target, "lower", T=T, requests=w["requests"], batch_size=cfg["batch_size"],
-                ensemble_s=w["times"]["ensemble"], hflm_s=w["times"]["hflm"], peak_rss_mb=round(w["peak_rss_mb"]),
+                name, r["ratio"], target, "lower", r["wall_ratio"], T=T, requests=w["requests"],
+                batch_size=cfg["batch_size"], **common.seconds(w["times"]), peak_rss_mb=round(w["peak_rss_mb"]),
                 **{k: w[k] for k in ("max_abs_diff_vs_hflm",) if k in w}))
     common.finish(args, mach, results, started)
 

@@ -3,7 +3,14 @@ per-configuration workers (fresh processes, so each peak memory is its own), and
 
 Every benchmark reports ratios (candidate / baseline, both timed in one process, interleaved, medians of
 repeats), never raw speed alone: the machines differ, the ratios are what the targets speak about.
-Output: {"machine": {...}, "results": [{"name", "ratio", "target", "better", "met", ...}]}.
+Output: {"machine": {...}, "results": [{"name", "ratio", "target", "better", "met", "wall_ratio", ...}]}.
+
+Clocks: `ratio` divides medians of process CPU seconds, `wall_ratio` medians of wall seconds; both are
+recorded per run. With one intra-op thread, CPU seconds are wall seconds minus the time the process
+waited for a core. On a shared machine that wait comes in bursts of seconds, and it is not spread
+evenly: a candidate run 4x longer than its baseline run (an ensemble of 4 against one generate) is 4x
+more likely to contain a burst, so wall-clock ratios lean against the longer side however the runs are
+interleaved. On an idle machine the two ratios agree.
 
 Timings run on `--threads` intra-op threads (default 1): on a shared machine, a thread count equal to
 the core count stalls whenever another process holds a core (OpenMP threads wait on one another), which
@@ -92,17 +99,34 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> tuple[dict[str, list[float]], dict[str, object]]:
-    """Seconds of each function per repeat, run in turn (a, b, a, b, ...) so that a load spike from another
-    process hits all of them; and what each returned on its last run."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int
+                ) -> tuple[dict[str, dict[str, list[float]]], dict[str, object]]:
+    """Per function, its CPU and wall seconds of each repeat, {name: {"cpu": [...], "wall": [...]}}, run in
+    turn (a, b, a, b, ...) so that slow phases of the machine hit all of them; and what each returned
+    on its last run."""
+    times = {name: {"cpu": [], "wall": []} for name in fns}
     last: dict[str, object] = {}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             last[name] = fn()
-            times[name].append(time.perf_counter() - start)
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
     return times, last
+
+
+def ratios(times: dict, candidate: str, baseline: str, baseline_runs: float = 1) -> dict[str, float]:
+    """{"ratio", "wall_ratio"}: the candidate's median over baseline_runs x the baseline's, per clock."""
+    out = {}
+    for clock, key in (("cpu", "ratio"), ("wall", "wall_ratio")):
+        out[key] = median(times[candidate][clock]) / (baseline_runs * median(times[baseline][clock]))
+    return out
+
+
+def seconds(times: dict) -> dict[str, list[float]]:
+    """The per-run seconds as result details: {"<name>_cpu_s": [...], "<name>_wall_s": [...]}."""
+    return {f"{name}_{clock}_s": [round(x, 3) for x in xs] for name, clocks in times.items()
+            for clock, xs in clocks.items()}
 
 
 def median(xs: list[float]) -> float:
@@ -197,10 +221,14 @@ def machine(threads: int, shapes: dict) -> dict:
     }
 
 
-def result(name: str, ratio: float, target: float | None, better: str, **details) -> dict:
+def result(name: str, ratio: float, target: float | None, better: str, wall_ratio: float | None = None,
+           **details) -> dict:
     """One row: the ratio, its target (None: reported, no target) and whether it is met."""
     met = None if target is None else (ratio <= target if better == "lower" else ratio >= target)
-    return {"name": name, "ratio": round(ratio, 4), "target": target, "better": better, "met": met, **details}
+    row = {"name": name, "ratio": round(ratio, 4), "target": target, "better": better, "met": met}
+    if wall_ratio is not None:
+        row["wall_ratio"] = round(wall_ratio, 4)
+    return {**row, **details}
 
 
 def finish(args, mach: dict, results: list[dict], started: float) -> None:
@@ -210,7 +238,8 @@ def finish(args, mach: dict, results: list[dict], started: float) -> None:
     for r in results:
         target = "-" if r["target"] is None else f"{'<=' if r['better'] == 'lower' else '>='} {r['target']}"
         met = {None: "", True: "met", False: "NOT MET"}[r["met"]]
-        print(f"{r['name']:<62} ratio {r['ratio']:>7.3f}   target {target:<8} {met}")
+        wall = f"(wall {r['wall_ratio']:.3f})" if "wall_ratio" in r else ""
+        print(f"{r['name']:<62} ratio {r['ratio']:>7.3f} {wall:<14} target {target:<8} {met}")
     print(f"load average {mach['loadavg_start']} -> {mach['loadavg_end']}, {mach['wall_s']} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import yaml
 from ensemw2s.config import SPLITS
 from ensemw2s.report import FIGURES, TABLES
 from tests.conftest import REPO, SHARED_DATA
+from tests.test_workflow import job_counts
 
 ROLES = {"weak_base", "strong_base", "expert", "ensemble", "student", "ceiling"}
 # just enough training that the ensemble's greedy answers are not empty (else no student can train)
@@ -92,8 +93,6 @@ def run_dir(wd: Path) -> Path:
 
 def planned_jobs(output: str) -> dict[str, int]:
     """Rule -> job count from a dry run's 'Job stats' table ({} when there is nothing to do)."""
-    from tests.test_workflow import job_counts
-
     return job_counts(output) if "Job stats:" in output else {}
 
 
