@@ -91,6 +91,15 @@ def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny_gpt2"), tiny_tokenizer, seed=0, arch="gpt2")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (several threads only contend on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

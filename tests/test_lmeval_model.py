@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
@@ -19,12 +18,7 @@ MAX_LENGTH = 32  # small, so that truncation and several rolling windows happen
 LONG = "Question: Which gas do plants absorb? the quick brown fox jumps over the lazy dog 0123456789 " * 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

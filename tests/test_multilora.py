@@ -28,12 +28,7 @@ GPT2_LORAS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_adapter(base_dir: Path, out: Path, seed: int, **lora) -> Path:

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 import ensemw2s.pseudolabel as pl
 from ensemw2s.ensemble import load_ensemble
@@ -21,12 +20,7 @@ PROMPTS = [
 MAX_NEW = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
