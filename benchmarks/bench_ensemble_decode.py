@@ -11,12 +11,16 @@ base's shape, so this is also "T x one generate", and (b) an unmerged PeftModel.
 cost the same, so T separate experts are timed as T x one of them. Target: at most 0.5 x the merged
 experts at T=4 for B <= 4.
 
-Peak memory (ru_maxrss) is per configuration. Full experts run T = 1, 2, 4, 8 in one process in that
-order, adding models: the footprint only grows, so the peak read after each T's runs is that T's. Each
-LoRA configuration runs in a fresh process and its peak is read after its first run, before any baseline
-model is loaded. LoRA target: the T=4 shared-base ensemble at most 1.2 x one expert (a PeftModel, as a
-single adapter loads) decoding the same batch with generate, each in a fresh process. `net` ratios
-subtract each process's memory after its imports (torch, transformers, peft), which both pay.
+Times are CPU and wall seconds (benchmarks/common.py says why `ratio` uses CPU seconds). The baseline
+runs once per repeat (not T times): T separate experts cost T x one of them.
+
+Peak memory (peak resident set, common.peak_rss_mb) is per configuration. Full experts run T = 1, 2,
+4, 8 in one process in that order, adding models: the footprint only grows, so the peak read after
+each T's runs is that T's. Each LoRA configuration runs in a fresh process and its peak is read after
+its first run, before any baseline model is loaded. LoRA target: the T=4 shared-base ensemble at most
+1.2 x one expert (a PeftModel, as a single adapter loads) decoding the same batch with generate, in a
+fresh process of its own. `net_ratio` subtracts from both the process's memory after its imports
+(torch, transformers, peft: ~390 MB), which both pay.
 
     python benchmarks/bench_ensemble_decode.py [--quick] [--json PATH] [--threads 1]
 """
@@ -33,11 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-# (T, N) pairs: N = 64 where a target is set; shorter elsewhere so that the whole run fits ~10 minutes
-FULL = dict(B=8, prompt=32, runs=[(1, 32), (2, 32), (4, 64), (8, 16)], repeats=3)
+# (T, N) pairs: N = 64 where a target is set, 16 elsewhere, so that the whole run fits ~10 minutes
+FULL = dict(B=8, prompt=32, runs=[(1, 16), (2, 16), (4, 64), (8, 16)], repeats=3)
 # (B, T, N) triples; at T = compare_at also the PeftModel baseline (a third run per repeat) and the memory
 LORA = dict(prompt=32, repeats=3, r=8, alpha=16, compare_at=4,
-            runs=[(4, 1, 32), (4, 2, 32), (4, 4, 64), (4, 8, 32), (1, 4, 64)])
+            runs=[(4, 1, 16), (4, 2, 16), (4, 4, 64), (4, 8, 16), (1, 4, 64)])
 QUICK_FULL = dict(B=2, prompt=8, runs=[(1, 4), (2, 4)], repeats=2)
 QUICK_LORA = dict(prompt=8, repeats=2, r=2, alpha=4, compare_at=2, runs=[(2, 2, 4)])
 

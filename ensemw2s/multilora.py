@@ -89,8 +89,8 @@ class LoRAStack:
         self.base = base.eval()
         self.n = n
         self._active = slice(0, n)  # the adapters of the row blocks of the current forward, in order
-        self._hooks = [base.get_submodule(name).register_forward_hook(self._adder(A, B))
-                       for name, (A, B) in updates.items()]
+        for name, (A, B) in updates.items():
+            base.get_submodule(name).register_forward_hook(self._adder(A, B))
         self.experts = [AdapterView(self, t) for t in range(n)]
 
     def _adder(self, A: Tensor, B: Tensor):
@@ -98,8 +98,12 @@ class LoRAStack:
 
         def add_update(module, args, out):
             a, b = A[self._active], B[self._active]  # (T', in, r), (T', r, out)
-            x = args[0].reshape(a.shape[0], -1, a.shape[1]).to(a.dtype)  # (T', B*L, in): one block per adapter
-            return out + torch.bmm(torch.bmm(x, a), b).to(out.dtype).view_as(out)
+            x = args[0].reshape(a.shape[0], -1, a.shape[1])  # (T', B*L, in): one block per adapter
+            y = out.reshape(a.shape[0], -1, b.shape[2])  # (T', B*L, out)
+            if y.dtype == a.dtype:
+                return torch.baddbmm(y, torch.bmm(x, a), b).view_as(out)  # y + (x A) B
+            # a half-precision base with float32 adapters (peft's autocast_adapter_dtype): update in float32
+            return torch.baddbmm(y.to(a.dtype), torch.bmm(x.to(a.dtype), a), b).to(out.dtype).view_as(out)
 
         return add_update
 

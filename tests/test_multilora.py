@@ -130,6 +130,17 @@ def test_shared_base_ensemble_equals_the_ensemble_of_peft_models(combine, adapte
     assert any(g for _, g in want) and not all(g for _, g in want)
 
 
+def test_a_bfloat16_base_keeps_float32_updates_as_peft_does(adapter_dirs, tiny_tokenizer):
+    shared = Ensemble.from_pretrained(adapter_dirs, [1.0, 2.0, 0.5], "prob", device="cpu", dtype="bfloat16")
+    separate = Ensemble([load_causal_lm(d, dtype="bfloat16") for d in adapter_dirs], [1.0, 2.0, 0.5], "prob",
+                        tiny_tokenizer)
+    assert next(shared.runner.base.parameters()).dtype == torch.bfloat16
+    ids, mask, _ = batch(tiny_tokenizer)
+    got, want = shared.next_token_logprobs(ids, mask), separate.next_token_logprobs(ids, mask)
+    assert (got - want).abs().max() < 0.1  # bfloat16 keeps 8 bits: one unit in the last place of 4..8 is 0.03
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
 def test_adapter_views_are_the_peft_models(shared, peft_models, tiny_tokenizer):
     contexts, conts = scoring_requests(shared, tiny_tokenizer)
     for view, peft_model in zip(shared.experts, peft_models):
