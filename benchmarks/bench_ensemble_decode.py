@@ -26,10 +26,8 @@ fresh process of its own. `net_ratio` subtracts from both the process's memory a
 """
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -37,13 +35,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-# (T, N) pairs: N = 64 where a target is set, 16 elsewhere, so that the whole run fits ~10 minutes
-FULL = dict(B=8, prompt=32, runs=[(1, 16), (2, 16), (4, 64), (8, 16)], repeats=3)
-# (B, T, N) triples; at T = compare_at also the PeftModel baseline (a third run per repeat) and the memory
-LORA = dict(prompt=32, repeats=3, r=8, alpha=16, compare_at=4,
-            runs=[(4, 1, 16), (4, 2, 16), (4, 4, 64), (4, 8, 16), (1, 4, 64)])
-QUICK_FULL = dict(B=2, prompt=8, runs=[(1, 4), (2, 4)], repeats=2)
-QUICK_LORA = dict(prompt=8, repeats=2, r=2, alpha=4, compare_at=2, runs=[(2, 2, 4)])
+# (T, N, repeats): N = 64 where a target is set, 16 elsewhere, and more repeats where runs are short
+# (a few seconds: +-5% from run to run even on an idle machine), so that the whole run fits ~10 minutes
+FULL = dict(B=8, prompt=32, runs=[(1, 16, 7), (2, 16, 5), (4, 64, 3), (8, 16, 3)])
+# (B, T, N, repeats); at T = compare_at also the PeftModel baseline (a third run per repeat) and the memory
+LORA = dict(prompt=32, r=8, alpha=16, compare_at=4,
+            runs=[(4, 1, 16, 3), (4, 2, 16, 3), (4, 4, 64, 3), (4, 8, 16, 3), (1, 4, 64, 3)])
+QUICK_FULL = dict(B=2, prompt=8, runs=[(1, 4, 2), (2, 4, 2)])
+QUICK_LORA = dict(prompt=8, r=2, alpha=4, compare_at=2, runs=[(2, 2, 4, 2)])
 
 
 def hf_generate(model, prompts: list[list[int]], n: int):
@@ -77,12 +76,12 @@ def full_worker(cfg: dict) -> dict:
     prompts = common.random_prompts(cfg["B"], cfg["prompt"], dims["vocab_size"], seed=0)
     models, out = [], []
     with torch.no_grad():
-        for T, N in cfg["runs"]:
+        for T, N, repeats in cfg["runs"]:
             models += [common.llama(dims, seed=t) for t in range(len(models), T)]
             ens = Ensemble(models[:T], [1.0] * T, "prob", tok)
             warm_up(ensemble_generate(ens, prompts[:1], 2), hf_generate(models[0], prompts[:1], 2))
             times, last = common.interleaved({"ensemble": ensemble_generate(ens, prompts, N),
-                                              "generate": hf_generate(models[0], prompts, N)}, cfg["repeats"])
+                                              "generate": hf_generate(models[0], prompts, N)}, repeats)
             same = [g.token_ids for g in last["ensemble"]] == last["generate"][:, -N:].tolist()
             out.append({"T": T, "N": N, "times": times, "peak_rss_mb": common.peak_rss_mb(),
                         "same_tokens_as_generate": same if T == 1 else None})
@@ -170,6 +169,7 @@ def full_results(script: str, args, full: dict) -> list[dict]:
         results.append(common.result(
             f"decode full T={T} B={full['B']} N={N}: ensemble / (T x generate)", r["ratio"],
             1.05 if (T, full["B"], N) == (4, 8, 64) else None, "lower", r["wall_ratio"], T=T, B=full["B"], N=N,
+            repeats=len(run["times"]["ensemble"]["cpu"]),
             **common.seconds(run["times"]), peak_rss_mb=round(run["peak_rss_mb"]),
             same_tokens_as_generate=run["same_tokens_as_generate"]))
     return results
@@ -177,12 +177,13 @@ def full_results(script: str, args, full: dict) -> list[dict]:
 
 def lora_results(script: str, args, lora: dict, adapters: list[str]) -> list[dict]:
     results = []
-    for B, T, N in lora["runs"]:
+    for B, T, N, repeats in lora["runs"]:
         compare = T == lora["compare_at"]
-        cfg = {"quick": args.quick, "B": B, "T": T, "N": N, "prompt": lora["prompt"], "repeats": lora["repeats"],
+        cfg = {"quick": args.quick, "B": B, "T": T, "N": N, "prompt": lora["prompt"], "repeats": repeats,
                "adapters": adapters, "unmerged": compare}
         w = common.run_worker(script, {**cfg, "kind": "lora"}, args.threads)
-        details = dict(T=T, B=B, N=N, rank=lora["r"], shared_base=w["shared_base"], **common.seconds(w["times"]))
+        details = dict(T=T, B=B, N=N, repeats=repeats, rank=lora["r"], shared_base=w["shared_base"],
+                       **common.seconds(w["times"]))
         r = common.ratios(w["times"], "ensemble", "merged", baseline_runs=T)
         results.append(common.result(
             f"decode LoRA T={T} B={B} N={N}: ensemble / (T x merged expert)", r["ratio"],
@@ -203,24 +204,21 @@ def lora_results(script: str, args, lora: dict, adapters: list[str]) -> list[dic
     return results
 
 
-def main() -> None:
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
-    common.setup(args)
-    if args.worker:
-        cfg = json.loads(args.worker)
-        common.report_worker(WORKERS[cfg["kind"]](cfg))
-        return
-    started = time.perf_counter()
+def worker(cfg: dict) -> dict:
+    return WORKERS[cfg["kind"]](cfg)
+
+
+def run(args) -> tuple[dict, list[dict]]:
     full, lora = (QUICK_FULL, QUICK_LORA) if args.quick else (FULL, LORA)
     dims = common.shape(args.quick)
     mach = common.machine(args.threads, {"model": dims, "full": full, "lora": lora})
     script = str(Path(__file__).resolve())
     results = full_results(script, args, full)
     with tempfile.TemporaryDirectory(prefix="ensemw2s-bench-") as tmp:
-        adapters = make_adapters(Path(tmp), dims, max(T for _, T, _ in lora["runs"]), lora["r"], lora["alpha"])
+        adapters = make_adapters(Path(tmp), dims, max(T for _, T, _, _ in lora["runs"]), lora["r"], lora["alpha"])
         results += lora_results(script, args, lora, adapters)
-    common.finish(args, mach, results, started)
+    return mach, results
 
 
 if __name__ == "__main__":
-    main()
+    common.main(__doc__, worker, run)

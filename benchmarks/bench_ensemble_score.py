@@ -18,10 +18,8 @@ has run. Model loading is not timed.
 """
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -98,13 +96,7 @@ def save_experts(root: Path, dims: dict, n: int) -> list[str]:
     return out
 
 
-def main() -> None:
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
-    common.setup(args)
-    if args.worker:
-        common.report_worker(worker(json.loads(args.worker)))
-        return
-    started = time.perf_counter()
+def run(args) -> tuple[dict, list[dict]]:
     cfg = QUICK if args.quick else FULL
     dims = common.shape(args.quick)
     mach = common.machine(args.threads, {"model": dims, "score": cfg})
@@ -124,8 +116,8 @@ def main() -> None:
                 name, r["ratio"], target, "lower", r["wall_ratio"], T=T, requests=w["requests"],
                 batch_size=cfg["batch_size"], **common.seconds(w["times"]), peak_rss_mb=round(w["peak_rss_mb"]),
                 **{k: w[k] for k in ("max_abs_diff_vs_hflm",) if k in w}))
-    common.finish(args, mach, results, started)
+    return mach, results
 
 
 if __name__ == "__main__":
-    main()
+    common.main(__doc__, worker, run)

@@ -20,10 +20,8 @@ process that runs it once.
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -31,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-FULL = dict(rows=32, prompt=32, answer=6, batch_size=8, epochs=1, repeats=3)
+FULL = dict(rows=32, prompt=32, answer=6, batch_size=8, epochs=1, repeats=5)
 QUICK = dict(rows=8, prompt=8, answer=3, batch_size=4, epochs=1, repeats=2)
 MAX_LENGTH = 128
 
@@ -116,13 +114,7 @@ def worker(cfg: dict) -> dict:
     return {"times": times, "tokens": count_tokens(tokenizer, rows, MAX_LENGTH) * cfg["epochs"]}
 
 
-def main() -> None:
-    args = common.parser(__doc__.splitlines()[0]).parse_args()
-    common.setup(args)
-    if args.worker:
-        common.report_worker(worker(json.loads(args.worker)))
-        return
-    started = time.perf_counter()
+def run(args) -> tuple[dict, list[dict]]:
     cfg = {**(QUICK if args.quick else FULL), "quick": args.quick}
     dims = common.shape(args.quick)
     mach = common.machine(args.threads, {"model": dims, "training": cfg, "max_length": MAX_LENGTH})
@@ -141,8 +133,8 @@ def main() -> None:
         common.result("training memory: weighted / plain peak", peak["weighted"] / peak["plain"], None, "lower",
                       weighted_peak_rss_mb=round(peak["weighted"]), plain_peak_rss_mb=round(peak["plain"])),
     ]
-    common.finish(args, mach, results, started)
+    return mach, results
 
 
 if __name__ == "__main__":
-    main()
+    common.main(__doc__, worker, run)

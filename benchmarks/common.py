@@ -231,6 +231,19 @@ def result(name: str, ratio: float, target: float | None, better: str, wall_rati
     return {**row, **details}
 
 
+def main(doc: str, worker: Callable[[dict], dict], run: Callable[[argparse.Namespace], tuple[dict, list[dict]]]) -> None:
+    """A benchmark's entry point. In a worker process (--worker JSON), run `worker` on that configuration
+    and report; else `run(args)` -> (machine, results), printed and written by `finish`."""
+    args = parser(doc.splitlines()[0]).parse_args()
+    setup(args)
+    if args.worker:
+        report_worker(worker(json.loads(args.worker)))
+        return
+    started = time.perf_counter()
+    mach, results = run(args)
+    finish(args, mach, results, started)
+
+
 def finish(args, mach: dict, results: list[dict], started: float) -> None:
     """Print the ratios and write the JSON."""
     mach["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -10,6 +10,7 @@ same data share it (files are written atomically with identical content), and on
 `TaskManager(include_path=that dir, include_defaults=False)` indexes only those tasks (the default
 index parses ~14k YAMLs). The datasets cache lives in `<run_dir>/lmeval/hf_datasets`, offline.
 
+One model is scored as an ensemble of one by the `ensemw2s` lm-eval model (lmeval_model.py).
 Per-example 0/1 results and uids come from lm-eval's logged samples; the score file format is the one
 in docs/architecture.md. A provenance record (`<out>.provenance.json`) carries wall time and tokens.
 """
@@ -148,19 +149,6 @@ def parse_meta(meta: dict[str, str], dataset: str) -> dict[str, Any]:
     return out
 
 
-def _hf_args(model: Path) -> dict[str, Any]:
-    """HFLM arguments for a checkpoint, prepared-model pointer or LoRA adapter directory."""
-    if not Path(model).exists():
-        raise UserError(f"--model {model}: directory not found")
-    peft = None
-    if models.is_adapter(model):
-        peft, model = str(model), models.adapter_base(model)
-    info = models.resolve(model)
-    args = {"pretrained": info["load"], "revision": info.get("revision"), "tokenizer": info.get("tokenizer"),
-            "peft": peft}
-    return {k: v for k, v in args.items() if v is not None}
-
-
 class LMSpec(NamedTuple):
     name: str  # the model's name in lm-eval's registry
     args: dict[str, Any]  # its model_args
@@ -175,7 +163,12 @@ def _lm(model: Path | None, manifest: Path | None, cache: Path | None) -> LMSpec
     if model is not None:
         if cache is not None:
             raise UserError("--cache is the ensemble's per-expert cache; it applies to --manifest only")
-        return LMSpec("hf", _hf_args(model), [Path(model)], 1, Path(model))
+        if not Path(model).exists():
+            raise UserError(f"--model {model}: directory not found")
+        # one model is an ensemble of one (the `ensemw2s` lm-eval model): the same scores as lm-eval's HFLM
+        # (tested), but logits only where a continuation token is predicted, not over the whole context,
+        # which for a large vocabulary (Gemma-3: 262k) is most of the cost of scoring
+        return LMSpec("ensemw2s", {"experts": str(model)}, [Path(model)], 1, Path(model))
     from ensemw2s.ensemble import read_manifest
 
     experts = [Path(e) for e in read_manifest(manifest)["experts"]]

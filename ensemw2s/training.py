@@ -73,12 +73,15 @@ def answer_token_ids(tokenizer, rows: list[dict], max_length: int) -> list[Tenso
 
 
 class WeightedCollator:
-    """Rows {prompt, answer, token_weights?} -> right-padded batch tensors.
+    """Rows {prompt, answer, token_weights?} -> left-padded batch tensors.
 
-    Output: input_ids, attention_mask, labels (IGNORE on prompt and padding), token_weights (0 on
-    prompt and padding; 1 per answer token when the row has none), all (B, T). Padding is always on
-    the right whatever tokenizer.padding_side says: positions then start at 0 for GPT-2 (absolute
-    positions) and Llama alike, and the attention mask hides the tail.
+    Output: input_ids, attention_mask, position_ids (0 at each row's first real token), labels (IGNORE
+    on prompt and padding), token_weights (0 on prompt and padding; 1 per answer token when the row has
+    none), all (B, T). Padding is always on the left whatever tokenizer.padding_side says, so every
+    answer ends at the last column: the loss then needs logits only for the last `answer_span` positions
+    (`logits_to_keep`), not for the prompts, and the output layer (for Gemma-3, 262k words: most of a
+    small model's compute) runs on a few positions per row. Explicit position ids keep GPT-2's absolute
+    and Llama's rotary positions what they would be without padding.
     """
 
     def __init__(self, tokenizer, max_length: int):
@@ -94,7 +97,8 @@ class WeightedCollator:
         labels = torch.full((B, T), IGNORE, dtype=torch.long)
         weights = torch.zeros((B, T), dtype=torch.float32)
         for b, (row, (prompt, answer)) in enumerate(zip(rows, enc)):
-            p, L = len(prompt), len(answer)
+            L = len(answer)
+            start = T - len(prompt) - L  # padding before it
             w = row.get("token_weights")
             w = torch.ones(L) if w is None else torch.as_tensor(w, dtype=torch.float32)
             if w.shape != (L,):
@@ -102,11 +106,26 @@ class WeightedCollator:
                     f"{_row_name(row, b)}: {w.numel()} token weights for {L} answer tokens; build the weights "
                     f"with training.answer_token_ids and the same max_length"
                 )
-            input_ids[b, : p + L] = torch.tensor(prompt + answer)
-            attention_mask[b, : p + L] = 1
-            labels[b, p : p + L] = torch.tensor(answer)
-            weights[b, p : p + L] = w
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "token_weights": weights}
+            input_ids[b, start:] = torch.tensor(prompt + answer)
+            attention_mask[b, start:] = 1
+            labels[b, T - L:] = torch.tensor(answer)
+            weights[b, T - L:] = w
+        position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                "labels": labels, "token_weights": weights}
+
+
+def answer_span(labels: Tensor) -> int:
+    """How many trailing positions of a left-padded batch predict an answer token (or follow one):
+    from the position before the earliest label to the end. labels (B, T)."""
+    labelled = (labels != IGNORE).any(0).nonzero()
+    return labels.shape[1] - int(labelled[0]) + 1 if len(labelled) else 1
+
+
+def answer_logits(model, batch: dict[str, Tensor]) -> Tensor:
+    """The model's logits at the last `answer_span(labels)` positions: (B, k, V)."""
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 position_ids=batch["position_ids"], logits_to_keep=answer_span(batch["labels"])).logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,15 +135,17 @@ class WeightedCollator:
 def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor, num_items: Tensor | int | None = None) -> Tensor:
     """sum(weight * CE) over answer tokens / number of answer tokens (of the accumulated batch).
 
-    logits (B, T, V); labels, weights (B, T). Position t predicts token t+1. With weight 1 on every
-    answer token this is the plain SFT loss (transformers' causal-LM loss) exactly.
+    logits (B, k, V) of the last k positions (k <= T; k = T for all of them); labels, weights (B, T).
+    Position t predicts token t+1, so labels and weights are shifted left (padded with IGNORE / 0) and
+    their last k columns taken. With weight 1 on every answer token this is the plain SFT loss
+    (transformers' causal-LM loss) exactly.
     """
-    V = logits.shape[-1]
-    targets = labels[:, 1:]  # (B, T-1)
-    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE,
-                         reduction="none").view_as(targets)  # (B, T-1), 0 where ignored
+    k, V = logits.shape[1], logits.shape[-1]
+    targets = F.pad(labels, (0, 1), value=IGNORE)[:, 1:][:, -k:]  # (B, k)
+    ce = F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE,
+                         reduction="none").view_as(targets)  # (B, k), 0 where ignored
     n = (targets != IGNORE).sum() if num_items is None else num_items
-    return (ce * weights[:, 1:]).sum() / n
+    return (ce * F.pad(weights, (0, 1))[:, 1:][:, -k:]).sum() / n
 
 
 class _WeightedTrainer(Trainer):
@@ -139,10 +160,8 @@ class _WeightedTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        weights = inputs.pop("token_weights")
-        outputs = model(**inputs)
-        loss = weighted_lm_loss(outputs.logits, labels, weights, num_items_in_batch)
+        logits = answer_logits(model, inputs)
+        loss = weighted_lm_loss(logits, inputs["labels"], inputs["token_weights"], num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size  # the count spans all processes, and DDP averages their gradients
         if model.training and not torch.isfinite(loss):
@@ -150,7 +169,7 @@ class _WeightedTrainer(Trainer):
                 f"training loss is {loss.item()} at step {self.state.global_step + 1} (epoch {self.state.epoch:.2f}); "
                 f"lower training.learning_rate or use precision fp32/bf16 instead of fp16"
             )
-        return (loss, outputs) if return_outputs else loss
+        return (loss, {"logits": logits}) if return_outputs else loss
 
 
 class _SaveEvery(TrainerCallback):
@@ -314,13 +333,12 @@ def _teacher_forced(model, tokenizer, rows: list[dict], batch_size: int, max_len
     model.eval()
     try:
         for start in range(0, len(rows), batch_size):
-            batch = collate(rows[start : start + batch_size])
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits[:, :-1]  # (B, T-1, V)
-            targets = batch["labels"][:, 1:]  # (B, T-1)
+            batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
+            logits = answer_logits(model, batch)  # (B, k, V)
+            targets = F.pad(batch["labels"], (0, 1), value=IGNORE)[:, 1:][:, -logits.shape[1]:]  # (B, k)
             for b in range(len(targets)):
-                mask = targets[b] != IGNORE  # (T-1,)
-                yield logits[b][mask.to(device)].float().cpu(), targets[b][mask]
+                mask = targets[b] != IGNORE  # (k,)
+                yield logits[b][mask].float().cpu(), targets[b][mask].cpu()
     finally:
         model.train(was_training)
 

@@ -52,3 +52,18 @@ def test_a_result_is_met_on_the_side_its_target_names():
     assert common.result("a", 0.96, 0.95, "higher", tokens=3) == {
         "name": "a", "ratio": 0.96, "target": 0.95, "better": "higher", "met": True, "tokens": 3}
     assert common.result("a", 2.0, None, "lower")["met"] is None
+
+
+def test_table_renders_one_row_per_result_with_its_verdict(tmp_path):
+    data = {"machine": {"loadavg_start": [0.5, 0.4, 0.3]},
+            "results": [{"name": "decode x", "ratio": 1.0294, "target": 1.05, "better": "lower", "met": True},
+                        {"name": "train y", "ratio": 0.9, "target": 0.95, "better": "higher", "met": False},
+                        {"name": "memory z", "ratio": 1.5, "target": None, "better": "lower", "met": None}]}
+    (tmp_path / "cpu-demo.json").write_text(json.dumps(data))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "table.py"), str(tmp_path / "cpu-demo.json")],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[2:] == [
+        "| cpu-demo | decode x | 1.029 | <= 1.05 | yes | 0.5 |",
+        "| cpu-demo | train y | 0.900 | >= 0.95 | **no** | 0.5 |",
+        "| cpu-demo | memory z | 1.500 |  | - | 0.5 |",
+    ]

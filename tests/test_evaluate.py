@@ -47,7 +47,7 @@ def make_cfg(root: Path, **evaluation) -> config_mod.Config:
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, tiny_model_dir):
-    """One evaluate of the tiny model (HFLM path), shared by the read-only tests."""
+    """One evaluate of the tiny model (an ensemble of one), shared by the read-only tests."""
     root = tmp_path_factory.mktemp("eval")
     data = write_split_dir(root / "data")
     cfg = make_cfg(root)
@@ -96,7 +96,7 @@ def test_provenance_record_beside_the_score_file(scored, tiny_model_dir):
 
 
 def test_numbers_equal_lm_eval_simple_evaluate(scored, tiny_model_dir):
-    """The suite's numbers are lm-eval's: same tasks through lm-eval's own entry point (batch size 1)."""
+    """The suite's numbers are lm-eval's: same tasks through lm-eval's own entry point and HFLM (batch size 1)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
@@ -191,7 +191,7 @@ def test_limit_scores_the_first_rows(tmp_path, tiny_model_dir):
 
 
 def test_lora_adapter_scores_like_its_base(tmp_path, tiny_model_dir, scored):
-    """A fresh LoRA adapter (B = 0) is the identity: HFLM(peft=...) must give the base model's scores."""
+    """A fresh LoRA adapter (B = 0) is the identity: it must give the base model's scores."""
     from peft import LoraConfig, get_peft_model
 
     from ensemw2s.models import load_causal_lm
@@ -206,7 +206,7 @@ def test_lora_adapter_scores_like_its_base(tmp_path, tiny_model_dir, scored):
 
 
 def test_one_expert_ensemble_scores_like_the_expert(tmp_path, tiny_model_dir, scored):
-    """The `ensemw2s` lm-eval model with one expert gives exactly HFLM's scores for that expert."""
+    """A manifest of one expert (any weight) gives exactly the scores of that expert as a model."""
     from ensemw2s.models import load_tokenizer, tokenizer_fingerprint
 
     manifest = tmp_path / "r1.json"

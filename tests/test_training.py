@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ensemw2s import training
 from ensemw2s.boosting import reweight_multipliers
@@ -55,25 +56,34 @@ def test_collator_masks_prompt_and_padding(tiny_tokenizer):
     for b, row in enumerate(rows):
         prompt, answer = training.encode_row(tiny_tokenizer, row, 64)
         p, L = len(prompt), len(answer)
-        assert batch["input_ids"][b, : p + L].tolist() == prompt + answer  # right padding
-        assert batch["attention_mask"][b].tolist() == [1] * (p + L) + [0] * (T - p - L)
-        assert batch["labels"][b].tolist() == [training.IGNORE] * p + answer + [training.IGNORE] * (T - p - L)
+        pad = T - p - L
+        assert batch["input_ids"][b, pad:].tolist() == prompt + answer  # left padding: answers end together
+        assert batch["attention_mask"][b].tolist() == [0] * pad + [1] * (p + L)
+        assert batch["position_ids"][b, pad:].tolist() == list(range(p + L))  # as if unpadded
+        assert batch["labels"][b].tolist() == [training.IGNORE] * (pad + p) + answer
         w = batch["token_weights"][b]
-        assert w[:p].abs().sum() == 0 and w[p + L :].abs().sum() == 0
+        assert w[: pad + p].abs().sum() == 0
     assert batch["token_weights"][1][batch["labels"][1] != training.IGNORE].tolist() == [1.0] * L  # default: 1
-    p0 = len(training.encode_row(tiny_tokenizer, rows[0], 64)[0])
-    assert batch["token_weights"][0, p0 : p0 + 3].tolist() == [1.0, 2.0, 3.0]
+    L0 = len(training.encode_row(tiny_tokenizer, rows[0], 64)[1])
+    assert batch["token_weights"][0, T - L0 : T - L0 + 3].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_answer_span_covers_the_longest_answer_and_the_position_before_it():
+    labels = torch.tensor([[-100, -100, -100, 5, 6], [-100, -100, 7, 8, 9]])
+    assert training.answer_span(labels) == 4  # positions 1..4: position 1 predicts token 2, the first label
+    assert training.answer_span(torch.full((2, 3), -100)) == 1
 
 
 def test_collator_pads_with_eos_when_tokenizer_has_none(tiny_tokenizer):
     tok = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="</s>")  # GPT-2 style
-    tok.padding_side = "left"  # must not matter: the collator always pads on the right
+    tok.padding_side = "right"  # must not matter: the collator always pads on the left
     assert tok.pad_token_id is None
     batch = training.WeightedCollator(tok, 64)(qa_rows(2))
     lengths = batch["attention_mask"].sum(1)
     short = int(lengths.argmin())
-    assert batch["attention_mask"][short, 0] == 1  # real tokens first
-    assert (batch["input_ids"][short, lengths[short]:] == tok.eos_token_id).all()
+    T = batch["input_ids"].shape[1]
+    assert batch["attention_mask"][short, -1] == 1  # real tokens last
+    assert (batch["input_ids"][short, : T - lengths[short]] == tok.eos_token_id).all()
 
 
 def test_weights_that_do_not_match_the_answer_are_refused(tiny_tokenizer):
@@ -87,11 +97,21 @@ def test_weights_that_do_not_match_the_answer_are_refused(tiny_tokenizer):
 def test_uniform_weights_reproduce_plain_sft_loss(arch, tiny_model_dir, tiny_gpt2_dir):
     path = tiny_model_dir if arch == "llama" else tiny_gpt2_dir
     model, tok = load_causal_lm(path), load_tokenizer(path)
-    batch = training.WeightedCollator(tok, 64)(qa_rows(3))
+    collate = training.WeightedCollator(tok, 64)
+    rows = qa_rows(3)
+    batch = collate(rows)
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    ours = training.weighted_lm_loss(out.logits, batch["labels"], batch["token_weights"])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], labels=batch["labels"])  # all logits, transformers' loss
+        kept = training.answer_logits(model, batch)
+        ours = training.weighted_lm_loss(kept, batch["labels"], batch["token_weights"])
+        # each row alone, without padding: left padding and the position ids change nothing
+        alone = [(model(**{k: v for k, v in collate([r]).items() if k != "token_weights"}).loss,
+                  int((collate([r])["labels"] != training.IGNORE).sum())) for r in rows]
+    assert kept.shape[1] < batch["input_ids"].shape[1]  # logits only where an answer token is predicted
     torch.testing.assert_close(ours, out.loss, rtol=1e-6, atol=0.0)
+    unpadded = sum(loss * n for loss, n in alone) / sum(n for _, n in alone)
+    torch.testing.assert_close(ours, unpadded, rtol=1e-5, atol=0.0)
 
 
 def test_weighted_loss_hand_worked():
@@ -103,6 +123,13 @@ def test_weighted_loss_hand_worked():
     assert training.weighted_lm_loss(logits, labels, weights).item() == pytest.approx(1.75 * torch.log(torch.tensor(2.0)).item())
     # the divisor is the number of answer tokens of the accumulated batch when Trainer passes it
     assert training.weighted_lm_loss(logits, labels, weights, num_items=7).item() == pytest.approx(3.5 * 0.6931471805599453 / 7)
+    # logits of the last k >= answer_span positions only (left padding: the answers end the rows) give the same
+    labels, weights = F.pad(labels, (1, 0), value=training.IGNORE), F.pad(weights, (1, 0))  # T = 4
+    assert training.answer_span(labels) == 3
+    full = torch.cat([torch.tensor([[[5.0, -5.0]]]), logits], dim=1)  # position 0 predicts padding: no loss
+    kept = training.weighted_lm_loss(logits, labels, weights)  # the last 3 positions
+    assert kept.item() == pytest.approx(1.75 * 0.6931471805599453)
+    assert training.weighted_lm_loss(full, labels, weights).item() == pytest.approx(kept.item())
 
 
 def test_zero_weight_tokens_get_zero_gradient(tiny_model_dir, tiny_tokenizer):
