@@ -122,6 +122,12 @@ def answer_span(labels: Tensor) -> int:
     return labels.shape[1] - int(labelled[0]) + 1 if len(labelled) else 1
 
 
+def predicted_by_last(x: Tensor, k: int, fill: float | int) -> Tensor:
+    """Of a (B, T) per-token tensor (labels, weights), the entries of the tokens that the last k positions
+    predict: position t predicts token t+1, and the last position predicts nothing (`fill`). (B, k)."""
+    return F.pad(x, (0, 1), value=fill)[:, 1:][:, -k:]
+
+
 def answer_logits(model, batch: dict[str, Tensor]) -> Tensor:
     """The model's logits at the last `answer_span(labels)` positions: (B, k, V)."""
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -136,16 +142,16 @@ def weighted_lm_loss(logits: Tensor, labels: Tensor, weights: Tensor, num_items:
     """sum(weight * CE) over answer tokens / number of answer tokens (of the accumulated batch).
 
     logits (B, k, V) of the last k positions (k <= T; k = T for all of them); labels, weights (B, T).
-    Position t predicts token t+1, so labels and weights are shifted left (padded with IGNORE / 0) and
-    their last k columns taken. With weight 1 on every answer token this is the plain SFT loss
-    (transformers' causal-LM loss) exactly.
+    Labels and weights are shifted to the positions that predict them (`predicted_by_last`), never the
+    logits: a slice of the logits would be copied by reshape, and its gradient too, on every step. With
+    weight 1 on every answer token this is the plain SFT loss (transformers' causal-LM loss) exactly.
     """
     k, V = logits.shape[1], logits.shape[-1]
-    targets = F.pad(labels, (0, 1), value=IGNORE)[:, 1:][:, -k:]  # (B, k)
+    targets = predicted_by_last(labels, k, IGNORE)  # (B, k)
     ce = F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE,
                          reduction="none").view_as(targets)  # (B, k), 0 where ignored
     n = (targets != IGNORE).sum() if num_items is None else num_items
-    return (ce * F.pad(weights, (0, 1))[:, 1:][:, -k:]).sum() / n
+    return (ce * predicted_by_last(weights, k, 0.0)).sum() / n
 
 
 class _WeightedTrainer(Trainer):
@@ -335,7 +341,7 @@ def _teacher_forced(model, tokenizer, rows: list[dict], batch_size: int, max_len
         for start in range(0, len(rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
             logits = answer_logits(model, batch)  # (B, k, V)
-            targets = F.pad(batch["labels"], (0, 1), value=IGNORE)[:, 1:][:, -logits.shape[1]:]  # (B, k)
+            targets = predicted_by_last(batch["labels"], logits.shape[1], IGNORE)  # (B, k)
             for b in range(len(targets)):
                 mask = targets[b] != IGNORE  # (k,)
                 yield logits[b][mask].float().cpu(), targets[b][mask].cpu()

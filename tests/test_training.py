@@ -72,6 +72,8 @@ def test_answer_span_covers_the_longest_answer_and_the_position_before_it():
     labels = torch.tensor([[-100, -100, -100, 5, 6], [-100, -100, 7, 8, 9]])
     assert training.answer_span(labels) == 4  # positions 1..4: position 1 predicts token 2, the first label
     assert training.answer_span(torch.full((2, 3), -100)) == 1
+    # the last 2 positions predict token 3 and nothing
+    assert training.predicted_by_last(torch.tensor([[1, 2, 3]]), 2, -100).tolist() == [[3, -100]]
 
 
 def test_collator_pads_with_eos_when_tokenizer_has_none(tiny_tokenizer):
