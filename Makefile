@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test setup setup-gguf bench clean-results
+.PHONY: run test setup setup-gguf bench clean-results rereport
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,20 @@ test: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+# Recompute a committed run's metrics.csv, tables and figures from its committed score files, boosting.json and
+# pseudo-label sidecars (no training, no scoring): `make rereport RUN=results/cpu-real`.
+RUN ?= results/default
+rereport: setup
+	$(BIN)/ensemw2s metrics --config $(RUN)/config.yaml --out $(RUN)/metrics.csv \
+	    --scores $$(find $(RUN)/scores -name '*.json' ! -name '*.provenance.json' | sort) \
+	    --boosting $$(find $(RUN)/experts -name boosting.json | sort) \
+	    --pseudo $$(find $(RUN) -path '*/pseudo/*' -name '*.meta.json' | sort)
+	for name in $$($(BIN)/python -c "from ensemw2s import report; print(*report.TABLES.names())"); do \
+	    $(BIN)/ensemw2s report --config $(RUN)/config.yaml --name $$name --metrics $(RUN)/metrics.csv \
+	        --out $(RUN)/tables/$$name || exit 1; \
+	done
+	for name in $$($(BIN)/python -c "from ensemw2s import report; print(*report.FIGURES.names())"); do \
+	    $(BIN)/ensemw2s report --config $(RUN)/config.yaml --name $$name --metrics $(RUN)/metrics.csv \
+	        --boosting $$(find $(RUN)/experts -name boosting.json | sort) --out $(RUN)/figures/$$name || exit 1; \
+	done

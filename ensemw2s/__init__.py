@@ -14,7 +14,8 @@ def _register_lm_eval_model() -> None:
     import lm_eval.models  # noqa: F401  (registers lm-eval's own models)
     from lm_eval.api.registry import model_registry
 
-    model_registry.register("ensemw2s", target="ensemw2s.lmeval_model:EnsembleLM")
+    if "ensemw2s" not in model_registry:  # a release that reads the `lm_eval.models` entry point has it already
+        model_registry.register("ensemw2s", target="ensemw2s.lmeval_model:EnsembleLM")
 
 
 _register_lm_eval_model()

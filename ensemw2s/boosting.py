@@ -8,7 +8,8 @@ No I/O here: rounds.py reads and writes, training.py turns weights into loss mul
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -38,18 +39,30 @@ def initial_weights(answer_mask: Tensor) -> Tensor:
 
 
 def weighted_error(D: Tensor, miss: Tensor, round: int) -> float:
-    """eps_t = sum D * miss, clipped to [1e-10, 1 - 1e-10] so that alpha stays finite."""
+    """eps_t = sum D * miss, clipped to [1e-10, 1 - 1e-10] so that alpha stays finite.
+
+    A perfect fit (no missed token) has eps = 0 and an infinite alpha; clipped, its alpha would be set by
+    the constant 1e-10 (about 34 under samme at K = 50k) and swamp the ensemble. Its error is below what
+    the weights resolve, so it is taken as half the smallest token weight (1/(2n) under uniform D): less
+    than any expert that misses a token, as the ordering of the alphas needs.
+    """
     _check_finite(D, "the token weights D", round)
-    eps = (D.to(torch.float64) * miss.to(torch.float64)).sum()
+    D = D.to(torch.float64)
+    eps = (D * miss.to(torch.float64)).sum() if miss.any() else D[D > 0].min() / 2
     _check_finite(eps, "the weighted error eps", round)
     return float(eps.clamp(EPS_MIN, EPS_MAX))
 
 
-# alpha rules: (eps, K) -> alpha. Add an entry to add a rule; config's boosting.alpha names it.
-ALPHA_RULES: Registry[Callable[[float, int], float]] = Registry("alpha rule")
+@dataclass(frozen=True)
+class AlphaRule:
+    alpha: Callable[[float, int], float]  # (eps, K) -> the expert's weight in the ensemble
+    update_scale: float  # D_{t+1} = D_t exp(update_scale * alpha * miss) / Z (METHOD.md step 6)
 
 
-@ALPHA_RULES.register("samme")
+# alpha rules; config's boosting.alpha names one. Add an entry to add a rule.
+ALPHA_RULES: Registry[AlphaRule] = Registry("alpha rule")
+
+
 def samme_alpha(eps: float, k: int) -> float:
     """log((1-eps)/eps) + log(K-1): the paper's prior term log(1/(1-e) - 1) at chance e = 1 - 1/K."""
     if k < 2:
@@ -57,33 +70,61 @@ def samme_alpha(eps: float, k: int) -> float:
     return math.log((1.0 - eps) / eps) + math.log(k - 1)
 
 
-@ALPHA_RULES.register("adaboost")
 def adaboost_alpha(eps: float, k: int) -> float:
     """0.5 log((1-eps)/eps): binary AdaBoost, as in the authors' early code (K unused)."""
     return 0.5 * math.log((1.0 - eps) / eps)
 
 
+# samme: a miss is multiplied by (1-eps)/eps (K-1), leaving (K-1)/K of the mass on the misses.
+# adaboost: binary AdaBoost's exp(-alpha y h) is exp(2 alpha miss) up to Z; the misses then hold exactly 1/2.
+ALPHA_RULES.add("samme", AlphaRule(samme_alpha, update_scale=1.0))
+ALPHA_RULES.add("adaboost", AlphaRule(adaboost_alpha, update_scale=2.0))
+
+
 def alpha(rule: str, eps: float, k: int) -> float:
-    return ALPHA_RULES.get(rule)(eps, k)
+    return ALPHA_RULES.get(rule).alpha(eps, k)
 
 
-def stop_reason(alpha_t: float, eps: float, rule: str) -> str | None:
-    """None while boosting goes on; else why it stops (alpha <= 0, up to rounding: the expert is no better
-    than chance)."""
-    if alpha_t > ALPHA_TOL:
-        return None
-    return (f"alpha = {alpha_t:.6g} <= 0 at weighted error eps = {eps:.6g}: the expert is no better than "
-            f"chance under alpha rule {rule!r}")
+class Stop(NamedTuple):
+    reason: str
+    keeps_expert: bool  # a perfect fit's expert is kept (with its alpha); a chance-level one is not
 
 
-def update_weights(D: Tensor, miss: Tensor, alpha_t: float, round: int) -> Tensor:
-    """D_{t+1} = D_t * exp(alpha_t * miss_t) / Z_t, computed in float64."""
+def check_stop(alpha_t: float, eps: float, rule: str, n_missed: int) -> Stop | None:
+    """None while boosting goes on; else why it stops after this round and whether its expert is kept.
+
+    alpha <= 0 (up to rounding): the expert is no better than chance and is dropped. No missed token: the
+    weights cannot change, so the next round would train on the same D and repeat this one; the expert
+    fits weak_train and is kept.
+    """
+    if alpha_t <= ALPHA_TOL:
+        return Stop(f"alpha = {alpha_t:.6g} <= 0 at weighted error eps = {eps:.6g}: the expert is no better "
+                    f"than chance under alpha rule {rule!r}", keeps_expert=False)
+    if n_missed == 0:
+        return Stop(f"perfect_fit: no answer token missed (eps taken as {eps:.6g}, half the smallest token "
+                    f"weight; alpha = {alpha_t:.6g}): the weights cannot change, so boosting ends with this "
+                    f"expert", keeps_expert=True)
+    return None
+
+
+def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: int) -> Tensor:
+    """D_{t+1} = D_t * exp(s * alpha_t * miss_t) / Z_t, s the rule's update_scale, computed in float64.
+
+    float64 because a token never missed shrinks by about 1/((1-eps)K) per samme round: float32 flushes
+    it to 0 after 7-8 rounds at K = 50k (it would then never be drawn again); float64 holds ~65 rounds,
+    and a weight that still underflows is an error rather than a silent loss of support.
+    """
     D = D.to(torch.float64)
     _check_finite(D, "the token weights D", round)
-    # alpha <= log(1e10) + log(K-1) < 60 after clipping: exp cannot overflow
-    new = D * torch.exp(alpha_t * miss.to(torch.float64))
+    # s * alpha <= 2 log(1e10) + log(K-1) < 60 after clipping: exp cannot overflow
+    new = D * torch.exp(ALPHA_RULES.get(rule).update_scale * alpha_t * miss.to(torch.float64))
     new = new / new.sum()  # Z_t
     _check_finite(new, "the updated token weights", round)
+    if ((new == 0) & (D > 0)).any():
+        raise FloatingPointError(
+            f"boosting round {round}: a token weight underflowed to 0 in float64 under alpha rule {rule!r}; "
+            f"use fewer boosting.rounds, or a milder rule (boosting.alpha: adaboost, or a smaller boosting.samme_k)"
+        )
     return new
 
 

@@ -2,7 +2,8 @@
 
 Each subcommand parses its arguments and calls ONE package function; all paths are explicit (the
 Snakemake rules name them), so a step can be rerun by hand from its log line. Bad input ends with one
-line naming the problem and exit code 2.
+line naming the problem and exit code 2. `ensemw2s lm-eval ARGS` is lm-eval's own CLI with the
+`ensemw2s` model registered (lmeval_model.run_lm_eval_cli).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 from ensemw2s.errors import UserError
+
+LM_EVAL = "lm-eval"  # the pass-through subcommand
 
 
 def _meta(pairs: list[str]) -> dict[str, str]:
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--manifest", required=True, type=Path)
     sp.add_argument("--data", required=True, type=Path)
     sp.add_argument("--out", required=True, type=Path)
+    sp.add_argument("--val-out", type=Path, default=None,
+                    help="also answer the val questions into this JSONL (what students select their epoch on)")
 
     sp = step("train-student", "Fine-tune the strong model on pseudo-answers (student) or gold answers (ceiling).")
     sp.add_argument("--strong", required=True)
@@ -73,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     who = sp.add_mutually_exclusive_group(required=True)
     who.add_argument("--labels", type=Path, help="pseudo-label JSONL: train a student")
     who.add_argument("--gold", action="store_true", help="use student_pool's gold answers: train the ceiling")
+    sp.add_argument("--val-labels", type=Path, default=None,
+                    help="a student with select_on_val: the supervisor's val answers (pseudo-label --val-out), "
+                         "never val.jsonl's gold; the ceiling selects on gold val without it")
     sp.add_argument("--out", required=True, type=Path)
 
     sp = step("evaluate", "Score one model or ensemble on the eval splits with lm-eval (acc, acc_norm, exact_match).")
@@ -88,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = step("metrics", "Collect score files into the tidy metrics.csv (accuracy, PGR, CIs, best round).")
     sp.add_argument("--scores", required=True, nargs="+", type=Path)
     sp.add_argument("--boosting", nargs="*", default=[], type=Path, help="boosting.json files (eps/alpha per round)")
+    sp.add_argument("--pseudo", nargs="*", default=[], type=Path,
+                    help="pseudo-label sidecars <labels>.meta.json (truncated / choice-matching answers)")
     sp.add_argument("--out", required=True, type=Path)
 
     sp = step("report", "Write one table (CSV, Markdown, LaTeX) or figure (PNG, PDF) from metrics.csv.")
@@ -96,13 +106,31 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--boosting", nargs="*", default=[], type=Path)
     sp.add_argument("--out", required=True, type=Path, help="output path without extension")
 
+    sp = sub.add_parser("readme", help="Generate the README's results tables from the committed results/.",
+                        description="Render README.md's generated blocks from results/ (see ensemw2s/readme.py); "
+                                    "without --write, exit 1 if any block differs.")
+    sp.add_argument("--readme", type=Path, default=Path("README.md"))
+    sp.add_argument("--write", action="store_true", help="rewrite the blocks instead of checking them")
+
     sp = step("provenance", "Write the run's provenance.json (commit, config hash, versions, seeds, step times).")
     sp.add_argument("--records", nargs="*", default=[], type=Path, help="per-step provenance records")
     sp.add_argument("--out", required=True, type=Path)
+
+    # here for the step list of --help only: main() hands `lm-eval ...` to lm-eval's parser, unparsed
+    sub.add_parser(LM_EVAL, add_help=False, help="lm-eval's CLI with the ensemw2s model registered, e.g. "
+                   "ensemw2s lm-eval --model ensemw2s --model_args manifest=M --tasks T (lm-eval's --help)")
     return p
 
 
 def _dispatch(args: argparse.Namespace) -> None:
+    if args.step == "readme":  # reads each run's own resolved config
+        from ensemw2s.readme import readme
+
+        stale = readme(args.readme, write=args.write)
+        if stale and not args.write:
+            raise UserError(f"{args.readme}: generated blocks differ from results/: {'; '.join(stale)}; "
+                            f"run `ensemw2s readme --write` and commit")
+        return
     from ensemw2s import config as config_mod
 
     cfg = config_mod.load(args.config, {"data_dir": args.data_dir})
@@ -128,12 +156,12 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif s == "pseudo-label":
         from ensemw2s.pseudolabel import pseudo_label
 
-        pseudo_label(cfg, args.manifest, args.data, args.out)
+        pseudo_label(cfg, args.manifest, args.data, args.out, val_out=args.val_out)
     elif s == "train-student":
         from ensemw2s.students import train_student
 
         train_student(cfg, strong=args.strong, seed=args.seed, data=args.data, base=args.base,
-                      labels=args.labels, gold=args.gold, out=args.out)
+                      labels=args.labels, gold=args.gold, out=args.out, val_labels=args.val_labels)
     elif s == "evaluate":
         from ensemw2s.evaluate import evaluate
 
@@ -142,11 +170,11 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif s == "metrics":
         from ensemw2s.collect import write_metrics
 
-        write_metrics(cfg, args.scores, args.boosting, args.out)
+        write_metrics(cfg, args.scores, args.boosting, args.out, args.pseudo)
     elif s == "report":
-        from ensemw2s.report import make
+        from ensemw2s.report import make, protocol_note
 
-        make(args.name, args.metrics, args.boosting, args.out)
+        make(args.name, args.metrics, args.boosting, args.out, caption_note=protocol_note(cfg))
     elif s == "provenance":
         from ensemw2s.provenance import write_run_provenance
 
@@ -155,7 +183,21 @@ def _dispatch(args: argparse.Namespace) -> None:
         raise AssertionError(s)
 
 
+def _lm_eval(argv: list[str]) -> int:
+    from ensemw2s.lmeval_model import run_lm_eval_cli
+
+    try:
+        run_lm_eval_cli(argv)
+    except UserError as exc:  # e.g. a bad manifest= in --model_args
+        print(f"ensemw2s {LM_EVAL}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [LM_EVAL]:
+        return _lm_eval(argv[1:])
     args = _parser().parse_args(argv)
     # job logs hold the step's own lines (a bad input: just the error), not progress bars of weight loading
     # and dataset mapping; read when huggingface_hub / datasets are imported (lazily, in _dispatch)

@@ -1,25 +1,37 @@
 """`ensemw2s metrics`: score files + boosting.json files -> one tidy `metrics.csv`.
 
-One row per measurement (columns in `COLUMNS`):
+One row per measurement (columns in `COLUMNS`; `note` says why a value is missing):
 - accuracy rows: `metric` is acc, acc_norm or exact_match, with a percentile bootstrap 95% CI over
-  examples (`evaluation.bootstrap` resamples; one set of resamples per dataset, seed and split, shared
-  by every model, so all CIs on a split are paired);
-- derived rows, each computed from per-example results of the SAME rows (paired bootstrap CIs):
-  `pgr_vs_weak`, `pgr_vs_ensemble`, `gap_ceiling_minus_weak`, `gap_ceiling_minus_ensemble` (on student
-  rows), `improvement_vs_expert1` (ensemble rows, accuracy points), `improvement_vs_student1` (student
-  rows, accuracy points), `best_round` (val, value = r*, round 0);
+  examples (`evaluation.bootstrap` resamples; one set of resamples per dataset, seed and split);
+- the ensemble of one expert is h_1: every ensemble scored at r >= 2 gets round-1 rows, its experts' h_1;
+- comparison rows, all from ONE estimator (metrics.py: the seed-stratified paired difference of the
+  per-question results of the SAME rows, normal CI, conditional on the trained models):
+  `improvement_vs_expert1` (ensembles), `improvement_vs_student1`, `improvement_vs_strong_base` (students;
+  accuracy points) each with `<metric>_mde` (minimum detectable effect, 80% power, 5% two-sided), and
+  `gap_ceiling_minus_weak` / `gap_ceiling_minus_ensemble` (fractions) on student rows;
+- PGR rows on student rows, a ratio of two paired differences with a Fieller CI: `pgr_vs_weak` (lower =
+  h_1), `pgr_vs_ensemble` (lower = the supervising ensemble), `pgr_strong_base_vs_weak` (the untaught
+  strong base in the student's place: what supervision must beat). Missing (empty, with `note`
+  `gap <= 0` or `gap CI includes 0`) wherever the ceiling-minus-lower gap's CI does not exclude 0; the
+  ratio itself is kept as `<metric>_raw`;
+- `best_round` (ensemble rows on val, value = r* over rounds 1..T; students are read at their
+  supervisor's r*);
 - boosting rows (eval_split `weak_train`, role expert, ensemble = variant): eps, alpha, weight_entropy,
   weight_top10_share per round;
+- pseudo-label rows (eval_split `student_pool`, role ensemble): shares of pseudo-answers truncated,
+  matching a choice, empty, and their mean length in tokens;
 - `tokens_processed` of every score file (eval_split `all`).
 `score` names the accuracy measure a derived row is computed from (empty for boosting/compute rows).
-With two or more seeds every aggregable row also gets a `seed = all` row: the mean over seeds with a
-Student-t 95% interval, n = number of seeds (`metrics.seed_ci`); `best_round` for `all` is the argmax
-of the seed-mean val accuracy.
+With two or more seeds every measurement also gets a `seed = all` row: accuracies and other single
+numbers as the mean over seeds with a Student-t 95% interval (n = number of seeds); comparisons and PGR
+from the seed-stratified estimator over the seeds (PGR from seed-pooled differences, never a mean of
+per-seed PGRs), comparisons with `<metric>_seed_sd`, the between-seed SD of the per-seed estimates;
+`best_round` for `all` is the argmax of the seed-mean val accuracy.
 
 Reference models: the weak model of PGR is the single expert h_1 of the `boost` variant (plain SFT:
 round 1 has uniform weights); without a `boost` variant, round 1 of the student's own variant. The
-supervisor of `pgr_vs_ensemble` is the ensemble of the same name and r (for r = 1, its round-1 expert
-if the one-expert ensemble was not scored). A derived row is written when its inputs were scored.
+supervisor of `pgr_vs_ensemble` is the ensemble of the same name and r. A derived row is written when
+its inputs were scored.
 
 Rows are sorted and floats formatted deterministically: the same inputs give the same bytes.
 """
@@ -43,13 +55,13 @@ from ensemw2s.evaluate import ROLES, SCORES, load_score
 from ensemw2s.io import atomic_path, read_json
 
 COLUMNS = ["weak_model", "strong_model", "dataset", "eval_split", "role", "ensemble", "round", "seed", "score",
-           "metric", "value", "ci_low", "ci_high", "n"]
-SPLITS = ("weak_train", "val", "test_id", "test_ood", "all")
-BOOSTING_METRICS = ("eps", "alpha", "weight_entropy", "weight_top10_share")
-DERIVED = ("pgr_vs_weak", "pgr_vs_ensemble", "gap_ceiling_minus_weak", "gap_ceiling_minus_ensemble",
-           "improvement_vs_expert1", "improvement_vs_student1")
-METRICS = (*SCORES, *DERIVED, "best_round", *BOOSTING_METRICS, "tokens_processed")
-NOT_AGGREGATED = ("best_round", "tokens_processed")  # best_round gets its own seed-'all' rule
+           "metric", "value", "ci_low", "ci_high", "n", "note"]
+SPLITS = ("weak_train", "val", "test_id", "student_pool", "test_ood", "all")
+BOOSTING_METRICS = ("eps", "alpha", "weight_entropy", "weight_top10_share", "missed_mass_after_update")
+# pseudo-label sidecar (`<labels>.meta.json`) -> rows of the ensemble that wrote them, eval_split student_pool
+PSEUDO_METRICS = {"pseudo_truncated_share": "truncated", "pseudo_choice_match_share": "matches_choice",
+                  "pseudo_empty_share": "empty_answers"}
+PSEUDO_MEAN_TOKENS = "pseudo_mean_answer_tokens"
 REFERENCE_VARIANT = "boost"  # its round-1 expert is plain SFT: the single weak supervisor
 VARIANT_OF = {"boost-uniform": "boost"}  # ensemble name -> the training variant of its experts
 # the meta fields that identify a model of each role; the others are blanked in keys and rows
@@ -92,6 +104,22 @@ class Scores:
                 raise UserError(f"score files {self.by_key[key][1]} and {path} describe the same model {ident}")
             self.by_key[key] = (score, path)
 
+    def alias_round_one(self) -> None:
+        """The ensemble of one expert is h_1: where an ensemble was scored at r >= 2 but not at r = 1, its
+        round-1 entry is its experts' round-1 score (marked `alias`, so its tokens are not counted twice)."""
+        for key, (score, _) in list(self.by_key.items()):
+            ident = _identity(score["meta"])
+            if ident["role"] != "ensemble":
+                continue
+            ds, seed, weak, ens = ident["dataset"], ident["seed"], ident["weak_model"], ident["ensemble"]
+            if self.get("ensemble", ds, seed, weak, ensemble=ens, round=1) is not None:
+                continue
+            expert = self.get("expert", ds, seed, weak, ensemble=VARIANT_OF.get(ens, ens), round=1)
+            if expert is not None:
+                meta = {**expert[0]["meta"], "role": "ensemble", "ensemble": ens, "round": 1}
+                alias = {**expert[0], "meta": meta, "alias": True}
+                self.by_key[_key(_identity(meta))] = (alias, expert[1])
+
     def get(self, role: str, dataset: str, seed: int, weak: str = "", strong: str = "", ensemble: str = "",
             round: int = 0) -> tuple[dict, Path] | None:
         ident = _identity({"role": role, "dataset": dataset, "seed": seed, "weak_model": weak,
@@ -129,18 +157,42 @@ def boosting_rows(path: str | Path) -> list[dict[str, Any]]:
     weak, dataset, seed = parts[-6], parts[-5], int(parts[-4][1:])
     base = {"weak_model": weak, "strong_model": "", "dataset": dataset, "eval_split": "weak_train", "role": "expert",
             "ensemble": rec.get("variant", parts[-3]), "round": int(rec.get("round", parts[-2][1:])), "seed": seed,
-            "score": "", "ci_low": math.nan, "ci_high": math.nan, "n": rec.get("n_tokens")}
+            "score": "", "ci_low": math.nan, "ci_high": math.nan, "n": rec.get("n_tokens"), "note": ""}
     return [{**base, "metric": m, "value": float(rec[m])} for m in BOOSTING_METRICS if rec.get(m) is not None]
+
+
+def pseudo_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Sanity rows of one `pseudo/<weak>/<dataset>/s<seed>/<ensemble>/r<r>.jsonl.meta.json` (the sidecar of
+    the ensemble's pseudo-answers for student_pool): shares of pool rows truncated at max_new_tokens,
+    matching one of the question's choices after normalisation, and empty; mean answer length."""
+    path = Path(path)
+    parts = path.parts
+    m = re.fullmatch(r"r(\d+)\.jsonl\.meta\.json", parts[-1]) if parts else None
+    if len(parts) < 5 or m is None or not re.fullmatch(r"s\d+", parts[-3]):
+        raise DataFileError(f"{path}: expected a path like pseudo/<weak>/<dataset>/s<seed>/<ensemble>/r<r>.jsonl.meta.json")
+    rec = read_json(path)
+    n_pool = rec.get("n_pool")
+    if not isinstance(n_pool, int) or n_pool <= 0:
+        raise DataFileError(f"{path}: n_pool must be a positive count of student_pool rows; rerun `ensemw2s pseudo-label`")
+    ident = {"weak_model": parts[-5], "strong_model": "", "dataset": parts[-4], "role": "ensemble",
+             "ensemble": parts[-2], "round": int(m.group(1)), "seed": int(parts[-3][1:])}
+    rows = [_row(ident, "student_pool", "", metric, rec[key] / n_pool, (math.nan, math.nan), n_pool)
+            for metric, key in PSEUDO_METRICS.items() if rec.get(key) is not None]
+    if rec.get("mean_answer_tokens") is not None:
+        rows.append(_row(ident, "student_pool", "", PSEUDO_MEAN_TOKENS, float(rec["mean_answer_tokens"]),
+                         (math.nan, math.nan), n_pool))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
 # rows
 
 
-def _row(ident: dict[str, Any], split: str, score: str, metric: str, value: float, ci: tuple[float, float], n) -> dict:
+def _row(ident: dict[str, Any], split: str, score: str, metric: str, value: float, ci: tuple[float, float], n,
+         note: str = "") -> dict:
     return {**{k: ident[k] for k in ("weak_model", "strong_model", "dataset", "role", "ensemble", "round", "seed")},
             "eval_split": split, "score": score, "metric": metric, "value": value, "ci_low": ci[0], "ci_high": ci[1],
-            "n": n}
+            "n": n, "note": note}
 
 
 class Resamples:
@@ -172,8 +224,9 @@ def _accuracy_rows(scores: Scores, n_boot: int) -> list[dict]:
                     x = block["per_example"][m]
                     ci = M.bootstrap_ci(x, resamples.weights(ident["dataset"], ident["seed"], split, len(x)))
                     rows.append(_row(ident, split, m, m, float(block[m]), ci, len(x)))
-        rows.append(_row(ident, "all", "", "tokens_processed", float(score["tokens_processed"]), (math.nan, math.nan),
-                         None))
+        if not score.get("alias"):
+                rows.append(_row(ident, "all", "", "tokens_processed", float(score["tokens_processed"]),
+                             (math.nan, math.nan), None))
     return rows
 
 
@@ -183,66 +236,119 @@ def _reference_variant(scores: Scores, dataset: str, seed: int, weak: str, ensem
     return VARIANT_OF.get(ensemble, ensemble)
 
 
-# derived statistics: f(this, *references, bootstrap weights) on per-example arrays -> (value, paired CI)
-def _gain(this, base, weights):
-    return M.improvement(M.accuracy(this), M.accuracy(base)), M.difference_ci(this, base, weights, scale=100.0)
+# derived rows: paired comparisons of a model with its references, one estimator for all of them
+# (metrics.paired_moments per seed, metrics.stratified over seeds). metric -> scale of the difference.
+DIFFERENCES = {"improvement_vs_expert1": 100.0, "improvement_vs_student1": 100.0, "improvement_vs_strong_base": 100.0,
+               "gap_ceiling_minus_weak": 1.0, "gap_ceiling_minus_ensemble": 1.0}
+PGRS = ("pgr_vs_weak", "pgr_vs_ensemble", "pgr_strong_base_vs_weak")  # (numerator model, lower, ceiling)
+WITH_MDE = ("improvement_vs_expert1", "improvement_vs_student1", "improvement_vs_strong_base")
 
 
-def _pgr(student, lower, ceiling, weights):
-    value = M.pgr(M.accuracy(student), M.accuracy(lower), M.accuracy(ceiling))
-    return value, M.pgr_ci(student, lower, ceiling, weights)
-
-
-def _gap(_, lower, ceiling, weights):
-    return M.accuracy(ceiling) - M.accuracy(lower), M.difference_ci(ceiling, lower, weights)
-
-
-def _references(scores: Scores, ident: dict[str, Any]) -> list[tuple[str, list, Any]]:
-    """(metric, reference scores, statistic) for one ensemble or student; references may be None."""
+def _references(scores: Scores, ident: dict[str, Any]) -> list[tuple[str, list]]:
+    """(metric, [models]) for one ensemble or student: a difference compares [this, base]; a PGR takes
+    [numerator, lower, ceiling]. A reference may be None (not scored): that row is skipped."""
     role, ds, seed, weak, strong, ens, r = (ident[k] for k in ("role", "dataset", "seed", "weak_model",
                                                               "strong_model", "ensemble", "round"))
+    this = scores.get(role, ds, seed, weak, strong, ens, r)
     expert1 = scores.get("expert", ds, seed, weak, ensemble=_reference_variant(scores, ds, seed, weak, ens), round=1)
     if role == "ensemble":
-        return [("improvement_vs_expert1", [expert1], _gain)]
+        return [("improvement_vs_expert1", [this, expert1])]
     ceiling = scores.get("ceiling", ds, seed, strong=strong)
+    strong_base = scores.get("strong_base", ds, seed, strong=strong)
     supervisor = scores.get("ensemble", ds, seed, weak, ensemble=ens, round=r)
-    if supervisor is None and r == 1:  # the one-expert ensemble is its expert
-        supervisor = scores.get("expert", ds, seed, weak, ensemble=VARIANT_OF.get(ens, ens), round=1)
     student1 = (scores.get("student", ds, seed, weak, strong, REFERENCE_VARIANT, 1)
                 or scores.get("student", ds, seed, weak, strong, ens, 1))
     return [
-        ("pgr_vs_weak", [expert1, ceiling], _pgr),
-        ("gap_ceiling_minus_weak", [expert1, ceiling], _gap),
-        ("pgr_vs_ensemble", [supervisor, ceiling], _pgr),
-        ("gap_ceiling_minus_ensemble", [supervisor, ceiling], _gap),
-        ("improvement_vs_student1", [student1], _gain),
+        ("pgr_vs_weak", [this, expert1, ceiling]),
+        ("gap_ceiling_minus_weak", [ceiling, expert1]),
+        ("pgr_vs_ensemble", [this, supervisor, ceiling]),
+        ("gap_ceiling_minus_ensemble", [ceiling, supervisor]),
+        ("pgr_strong_base_vs_weak", [strong_base, expert1, ceiling]),  # what the untaught strong model gets
+        ("improvement_vs_strong_base", [this, strong_base]),
+        ("improvement_vs_student1", [this, student1]),
     ]
 
 
-def _derived_rows(scores: Scores, n_boot: int) -> list[dict]:
-    rows, resamples = [], Resamples(n_boot)
+def _moments(metric: str, arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-seed moments of the per-question differences a comparison is made of."""
+    if metric in PGRS:
+        numerator, lower, ceiling = arrays
+        return M.paired_moments(numerator - lower, ceiling - lower)
+    this, base = arrays
+    return M.paired_moments(this - base)
+
+
+def _comparison_rows(ident: dict[str, Any], split: str, score: str, metric: str, mean: np.ndarray,
+                     cov: np.ndarray, n, per_seed: list[float] | None = None) -> list[dict]:
+    """Rows of one comparison from its (pooled) moments; per_seed: the seeds' own estimates (pooled rows)."""
+    if metric in PGRS:
+        a, b = mean
+        value, lo, hi, reason = M.pgr_fieller(a, b, cov[0, 0], cov[1, 1], cov[0, 1])
+        raw = a / b if b != 0 else math.nan
+        return [_row(ident, split, score, metric, value, (lo, hi), n, reason),
+                _row(ident, split, score, f"{metric}_raw", raw, (math.nan, math.nan), n)]
+    scale = DIFFERENCES[metric]
+    value, se = scale * float(mean[0]), scale * math.sqrt(max(float(cov[0, 0]), 0.0))
+    rows = [_row(ident, split, score, metric, value, M.normal_ci(value, se), n)]
+    if metric in WITH_MDE:
+        rows.append(_row(ident, split, score, f"{metric}_mde", M.mde(se), (math.nan, math.nan), n))
+    if per_seed is not None:
+        sd = M.between_seed_sd([scale * v for v in per_seed])
+        rows.append(_row(ident, split, score, f"{metric}_seed_sd", sd, (math.nan, math.nan), n))
+    return rows
+
+
+def _derived_rows(scores: Scores) -> list[dict]:
+    """Per-seed comparison rows, and (two or more seeds) the seed-stratified pooled row of each."""
+    rows: list[dict] = []
+    families: dict[tuple, list[tuple[np.ndarray, np.ndarray, dict]]] = defaultdict(list)
     for _, this in sorted(scores.by_key.items()):
         ident = _identity(this[0]["meta"])
         if ident["role"] not in ("ensemble", "student"):
             continue
-        for metric, refs, stat in _references(scores, ident):
-            if any(ref is None for ref in refs):
+        for metric, models in _references(scores, ident):
+            if any(m is None for m in models):
                 continue
             for split in this[0]["splits"]:
-                for m in SCORES:
-                    arrays = _paired([this, *refs], split, m)
-                    if arrays is not None:
-                        weights = resamples.weights(ident["dataset"], ident["seed"], split, len(arrays[0]))
-                        value, ci = stat(*arrays, weights)
-                        rows.append(_row(ident, split, m, metric, value, ci, len(arrays[0])))
+                for score in SCORES:
+                    arrays = _paired(models, split, score)
+                    if arrays is None:
+                        continue
+                    mean, cov, n = _moments(metric, arrays)
+                    rows += _comparison_rows(ident, split, score, metric, mean, cov, n)
+                    family = (metric, split, score, *(ident[k] for k in ("weak_model", "strong_model", "dataset",
+                                                                          "role", "ensemble", "round")))
+                    families[family].append((mean, cov, ident))
+    for (metric, split, score, *_), members in families.items():
+        if len(members) < 2:
+            continue
+        mean, cov = M.stratified([(m, c) for m, c, _ in members])
+        ident = {**members[0][2], "seed": "all"}
+        per_seed = [float(m[0]) for m, _, _ in members] if metric not in PGRS else None
+        rows += _comparison_rows(ident, split, score, metric, mean, cov, len(members), per_seed)
     return rows
 
 
+def _comparison_metrics() -> tuple[str, ...]:
+    names = []
+    for m in (*PGRS, *DIFFERENCES):
+        names += [m, f"{m}_raw"] if m in PGRS else [m, *([f"{m}_mde"] if m in WITH_MDE else []), f"{m}_seed_sd"]
+    return tuple(names)
+
+
+COMPARISON_METRICS = _comparison_metrics()
+METRICS = (*SCORES, *COMPARISON_METRICS, "best_round", *BOOSTING_METRICS, *PSEUDO_METRICS, PSEUDO_MEAN_TOKENS,
+           "tokens_processed")
+NOT_AGGREGATED = ("best_round", "tokens_processed", *COMPARISON_METRICS)  # these have their own seed-'all' rules
+
+
 def _best_round_rows(rows: list[dict]) -> list[dict]:
-    """r* per (model family, score): argmax of val accuracy over rounds (ties -> smaller r)."""
+    """r* per ensemble family and score: argmax of val accuracy over rounds 1..T (ties -> smaller r;
+    round 1 is h_1, the ensemble of one expert). Students are reported at their supervisor's r*: choosing
+    a student on its gold val accuracy would hand it gold supervision."""
     groups: dict[tuple, dict[int, float]] = defaultdict(dict)
     for row in rows:
-        if row["role"] in ("ensemble", "student") and row["eval_split"] == "val" and row["metric"] in SCORES:
+        if row["role"] == "ensemble" and row["eval_split"] == "val" and row["metric"] in SCORES:
             fam = tuple(row[k] for k in ("weak_model", "strong_model", "dataset", "role", "ensemble", "seed", "score"))
             groups[fam][row["round"]] = row["value"]
     out = []
@@ -300,33 +406,37 @@ def format_value(value: Any) -> str:
     return f"{v:.10g}"
 
 
-def metric_rows(cfg: Config, score_files: Iterable[Path], boosting_files: Iterable[Path]) -> list[dict]:
+def metric_rows(cfg: Config, score_files: Iterable[Path], boosting_files: Iterable[Path],
+                pseudo_files: Iterable[Path] = ()) -> list[dict]:
     """All rows of metrics.csv, sorted, values still numbers."""
     n_boot = cfg.evaluation.bootstrap
     scores = Scores(score_files)
+    scores.alias_round_one()
     rows = _accuracy_rows(scores, n_boot)
-    rows += _derived_rows(scores, n_boot)
+    rows += _derived_rows(scores)
     rows += [r for path in sorted(Path(p) for p in boosting_files) for r in boosting_rows(path)]
+    rows += [r for path in sorted(Path(p) for p in pseudo_files) for r in pseudo_rows(path)]
     rows += _best_round_rows(rows)
     pooled = _seed_rows(rows)
     rows += pooled + _best_round_rows(pooled)
     return sorted(rows, key=_sort_key)
 
 
-def write_metrics(cfg: Config, score_files: Iterable[Path], boosting_files: Iterable[Path], out: Path) -> Path:
+def write_metrics(cfg: Config, score_files: Iterable[Path], boosting_files: Iterable[Path], out: Path,
+                  pseudo_files: Iterable[Path] = ()) -> Path:
     """Write the tidy metrics.csv (atomically; byte-identical for identical inputs) and its provenance record
     (a separate file: it carries the time)."""
     start = time.perf_counter()
-    score_files, boosting_files = list(score_files), list(boosting_files)
+    score_files, boosting_files, pseudo_files = list(score_files), list(boosting_files), list(pseudo_files)
     if not score_files:
         raise UserError("metrics: no score files given (--scores)")
-    rows = metric_rows(cfg, score_files, boosting_files)
+    rows = metric_rows(cfg, score_files, boosting_files, pseudo_files)
     numeric = ("value", "ci_low", "ci_high", "n")
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: format_value(row[k]) if k in numeric else row[k] for k in COLUMNS})
-    provenance.record(out, cfg, ["evaluation.bootstrap"], [*score_files, *boosting_files],
+    provenance.record(out, cfg, ["evaluation.bootstrap"], [*score_files, *boosting_files, *pseudo_files],
                       {"step": "metrics", "rows": len(rows), "wall_time_s": time.perf_counter() - start})
     return Path(out)

@@ -94,6 +94,7 @@ class DatasetSpec:
     show_choices: bool
     options: dict[str, Any]
     subsample: int | None = None
+    student_pool: str = "easy"  # easy: the W2S protocol (same distribution as weak_train); hard: a knob
 
 
 @dataclass(frozen=True)
@@ -311,9 +312,10 @@ def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
         load_from=ds.get("load_from", d.get("load_from", "local")),
         difficulty=DifficultySpec(**{k: v for k, v in difficulty.items()}),
         sizes={s: int(sizes[s]) for s in SPLITS},
-        show_choices=bool(ds.get("show_choices", d.get("show_choices", True))),
+        show_choices=bool(ds.get("show_choices", False)),  # the schema's default, for unvalidated lookups
         options={**d.get("options", {}), **ds.get("options", {})},
         subsample=ds.get("subsample", d.get("subsample")),
+        student_pool=ds.get("student_pool", DatasetSpec.student_pool),  # the schema's default, for unvalidated lookups
     )
 
 

@@ -81,10 +81,9 @@ class DatasetEntry:
     """A registered dataset: defaults merged under the config's entry, loading, formatting."""
 
     name: str
-    defaults: dict[str, Any]  # load_from, difficulty, sizes (all five splits), show_choices, options
+    defaults: dict[str, Any]  # load_from, difficulty, sizes (all five splits), options
     strategies: tuple[str, ...]  # difficulty strategies it supports (splits.STRATEGIES names)
     fields: tuple[str, ...]  # fields a row must have ("a.b" = nested), checked before formatting
-    answer_fields: tuple[str, ...]  # row fields that reveal gold: stripped from student_pool
     formatter: Callable[[dict[str, Any]], Question]
     load: Callable[["DatasetEntry", DatasetSpec, str], Iterator[RawRow]]
     hub_id: str | None = None
@@ -237,13 +236,11 @@ DATASETS.add("sciq", DatasetEntry(
         "load_from": "local",
         "difficulty": {"strategy": "length"},
         "sizes": {"weak_train": 2000, "val": 500, "test_id": 1000, "student_pool": 2000, "test_ood": 1000},
-        "show_choices": True,
         "options": {},
     },
     strategies=("model", "length"),
     fields=("question", "correct_answer", "distractor1", "distractor2", "distractor3"),
     # the distractors give the answer away by elimination, since the choices stay in the pool
-    answer_fields=("correct_answer", "distractor1", "distractor2", "distractor3"),
     formatter=_sciq,
     load=_published,
     hub_id="allenai/sciq",
@@ -256,12 +253,10 @@ DATASETS.add("arc", DatasetEntry(
         "load_from": "local",
         "difficulty": {"strategy": "source"},
         "sizes": {"weak_train": 2000, "val": 500, "test_id": 1000, "student_pool": 1500, "test_ood": 1000},
-        "show_choices": True,
         "options": {},
     },
     strategies=("source", "model", "length"),
     fields=("question", "choices.text", "choices.label", "answerKey"),
-    answer_fields=("answerKey",),
     formatter=_labelled_choices,
     load=_published,
     hub_id="allenai/ai2_arc",
@@ -275,13 +270,11 @@ DATASETS.add("quartz", DatasetEntry(
         "load_from": "hub",  # no local copy ships with the suite (see shared/data/README.md)
         "difficulty": {"strategy": "length"},
         "sizes": {"weak_train": 1000, "val": 300, "test_id": 500, "student_pool": 1000, "test_ood": 500},
-        "show_choices": True,
         "options": {},
     },
     strategies=("model", "length"),
     fields=("question", "choices.text", "choices.label", "answerKey"),
     # question_anno marks which way the question's comparison goes, which decides the answer
-    answer_fields=("answerKey", "question_anno"),
     formatter=_labelled_choices,
     load=_published,
     hub_id="allenai/quartz",
@@ -294,13 +287,10 @@ DATASETS.add("synthetic", DatasetEntry(
         "load_from": "local",  # unused: the rows are generated
         "difficulty": {"strategy": "source"},
         "sizes": {"weak_train": 300, "val": 100, "test_id": 200, "student_pool": 300, "test_ood": 200},
-        # as in the corpus, the question alone; lm-eval still scores the choices (acc, acc_norm)
-        "show_choices": False,
         "options": dict(synthetic.DEFAULTS),
     },
     strategies=("source", "model", "length"),
     fields=("question", "choices", "label"),
-    answer_fields=("label",),
     formatter=_synthetic,
     load=_generated,
     hard_sources=frozenset({"hard"}),

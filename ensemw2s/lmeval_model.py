@@ -11,10 +11,16 @@ line (lm_eval/models/huggingface.py, 0.4.13), so an ensemble of one expert score
 caches (ensemble.TokenCache, one file per expert and request list in DIR), so scoring the ensembles of
 rounds 1..R runs each expert once. `import ensemw2s` registers the name lazily (ensemw2s/__init__.py);
 this module is imported only when lm-eval asks for the model.
+
+On the command line: `ensemw2s lm-eval ARGS` is lm-eval's own CLI (`lm-eval ARGS`) with the model
+registered (`run_lm_eval_cli`). A bare `lm_eval --model ensemw2s` fails with lm-eval 0.4.13: its CLI
+imports only its own models and reads no plugin entry points. Releases that discover plugins read the
+`lm_eval.models` entry point declared in pyproject.toml instead.
 """
 from __future__ import annotations
 
 import json
+import sys
 
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
@@ -194,3 +200,16 @@ class EnsembleLM(TemplateLM):
                 out[i] = postprocess_generated_text(text, until, None)
                 self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
         return out
+
+
+def run_lm_eval_cli(argv: list[str]) -> None:
+    """Run lm-eval's CLI entry (`lm_eval.__main__.cli_evaluate`) on `argv` in this process, where
+    `import ensemw2s` has registered the model. lm-eval parses `sys.argv` itself, so it is set for the call."""
+    from lm_eval.__main__ import cli_evaluate
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved

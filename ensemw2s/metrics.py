@@ -1,16 +1,23 @@
-"""PURE scoring math: answer normalisation, accuracy, PGR, improvements, bootstrap and seed CIs, best round.
+"""PURE scoring math: answer normalisation, accuracy, best round, bootstrap and seed CIs, paired comparisons
+(one estimator), their MDE, and PGR with its Fieller interval.
 
 Arrays in, numbers out; no I/O, no frames of files, no globals. Everything is testable with numbers
 worked by hand. Conventions:
 
 - Accuracies are fractions in [0, 1]; improvements are **accuracy points** (x100), as the paper states
   its claims (+4 ID / +6 OOD for experts, +3.2 / +2.28 for students).
-- Paired quantities (PGR, improvements, gaps) take per-example 0/1 arrays scored on the **same rows in
-  the same order**; their bootstrap resamples one set of example indices for all arrays, so the CI
-  reflects the per-example correlation between the models.
-- A ratio whose denominator is 0 is NaN, never inf: PGR is undefined when the ceiling-weak gap is 0.
-- Bootstrap CIs are percentile intervals over resamples drawn by a seeded `numpy.random.Generator`
-  (`resample_weights`): the same inputs and seed give the same bytes. `n_boot = 0` disables them.
+- One accuracy gets a percentile bootstrap CI over its examples (`resample_weights`, seeded: the same
+  inputs give the same bytes; `n_boot = 0` disables it).
+- Every paired comparison of two models (improvements, gaps) uses ONE estimator, for its CI, its minimum
+  detectable effect and its verdict alike: the seed-stratified paired difference (`paired_moments` per
+  seed, `stratified`). Each seed contributes the mean of its per-question differences and the within-seed
+  (McNemar) variance of that mean; the estimate is the mean over seeds, its variance the sum of the
+  within-seed variances over S^2. It is conditional on the trained models (the seeds' models are fixed);
+  the between-seed SD of the per-seed differences is reported beside it.
+- PGR is a ratio of two such paired differences, (student - weak) / (ceiling - weak), from seed-pooled
+  accuracies, with a Fieller interval (`pgr_fieller`). Its interval is bounded exactly when the gap's
+  interval from the same estimator excludes 0; where it does not, or the gap is <= 0, PGR is missing
+  (NaN) with the reason.
 """
 from __future__ import annotations
 
@@ -59,23 +66,6 @@ def accuracy(correct: Sequence[float]) -> float:
     """Mean of per-example 0/1 scores; NaN for no examples."""
     x = np.asarray(correct, dtype=float)
     return float(x.mean()) if x.size else math.nan
-
-
-def pgr(student: float, weak: float, ceiling: float) -> float:
-    """Performance gap recovered: (student - weak) / (ceiling - weak); NaN when the gap is 0."""
-    return float(_pgr(np.float64(student), np.float64(weak), np.float64(ceiling)))
-
-
-def _pgr(student: np.ndarray, weak: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
-    """Elementwise PGR; NaN where the gap is 0 (or not finite)."""
-    gap = ceiling - weak
-    ok = np.isfinite(gap) & (gap != 0)
-    return np.where(ok, (student - weak) / np.where(ok, gap, 1.0), np.nan)
-
-
-def improvement(new: float, base: float) -> float:
-    """Accuracy points gained by `new` over `base`: 100 * (new - base)."""
-    return float(100.0 * (new - base))
 
 
 def best_round(val_acc: Mapping[int, float]) -> int:
@@ -131,15 +121,74 @@ def bootstrap_ci(correct, weights: np.ndarray, level: float = LEVEL) -> tuple[fl
     return percentile_ci(*_resampled(weights, correct), level=level)
 
 
-def pgr_ci(student, weak, ceiling, weights: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """Paired bootstrap CI of PGR: the same resamples of the examples for student, weak and ceiling."""
-    return percentile_ci(_pgr(*_resampled(weights, student, weak, ceiling)), level=level)
+# ---------------------------------------------------------------------------------------------
+# paired comparisons: one estimator (seed-stratified paired difference), its MDE, and PGR (Fieller)
+
+Z_LEVEL = float(stats.norm.ppf(0.5 + LEVEL / 2.0))  # 1.959964: two-sided 5%
+Z_POWER = float(stats.norm.ppf(0.80))  # 0.841621: 80% power
+GAP_NOT_POSITIVE = "gap <= 0"
+GAP_UNRESOLVED = "gap CI includes 0"
 
 
-def difference_ci(new, base, weights: np.ndarray, scale: float = 1.0, level: float = LEVEL) -> tuple[float, float]:
-    """Paired bootstrap CI of scale * (acc(new) - acc(base)) (scale 100 for accuracy points)."""
-    a, b = _resampled(weights, new, base)
-    return percentile_ci(scale * (a - b), level=level)
+def paired_moments(*arrays) -> tuple[np.ndarray, np.ndarray, int]:
+    """Means and covariance matrix of the MEANS of paired per-question scores of one seed.
+
+    arrays: k per-question arrays of equal length n (the same questions in the same order). Returns
+    (means (k,), cov (k, k), n) with cov = the population covariance of the per-question values / n:
+    for a difference of two 0/1 arrays, var = (p10 + p01 - (p10 - p01)^2) / n, McNemar's variance of
+    the difference of paired proportions.
+    """
+    x = np.vstack([np.asarray(a, dtype=float) for a in arrays])  # (k, n)
+    n = x.shape[1]
+    if n == 0:
+        raise ValueError("paired comparison of no questions")
+    centred = x - x.mean(axis=1, keepdims=True)
+    return x.mean(axis=1), centred @ centred.T / n / n, n
+
+
+def stratified(per_seed: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds of per-seed means, and its covariance: sum of the within-seed covariances / S^2."""
+    means = np.vstack([np.atleast_1d(m) for m, _ in per_seed])
+    covs = np.stack([np.atleast_2d(c) for _, c in per_seed])
+    s = len(per_seed)
+    return means.mean(axis=0), covs.sum(axis=0) / (s * s)
+
+
+def normal_ci(value: float, se: float, level: float = LEVEL) -> tuple[float, float]:
+    """value -+ z * se (the interval of the stratified paired difference)."""
+    half = float(stats.norm.ppf(0.5 + level / 2.0)) * se
+    return value - half, value + half
+
+
+def mde(se: float) -> float:
+    """Minimum detectable effect at 80% power and 5% two-sided level: (z_0.975 + z_0.8) * SE."""
+    return (Z_LEVEL + Z_POWER) * se
+
+
+def between_seed_sd(values: Sequence[float]) -> float:
+    """SD (ddof 1) of per-seed estimates; NaN for fewer than two seeds."""
+    x = np.asarray(values, dtype=float)
+    return float(x.std(ddof=1)) if x.size >= 2 else math.nan
+
+
+def pgr_fieller(a: float, b: float, vaa: float, vbb: float, vab: float,
+                level: float = LEVEL) -> tuple[float, float, float, str]:
+    """PGR = a / b with a = student - weak, b = ceiling - weak (paired differences; their variances and
+    covariance from the same estimator), and Fieller's interval: the rho with
+    (a - rho b)^2 <= z^2 Var(a - rho b). It is a bounded interval iff b^2 > z^2 vbb, i.e. iff the gap's
+    interval b -+ z sqrt(vbb) excludes 0. Returns (pgr, low, high, reason); where the gap is <= 0 or its
+    interval includes 0, all three numbers are NaN and the reason says which ('' when reported).
+    """
+    if not b > 0:
+        return math.nan, math.nan, math.nan, GAP_NOT_POSITIVE
+    z2 = float(stats.norm.ppf(0.5 + level / 2.0)) ** 2
+    quad = b * b - z2 * vbb  # coefficient of rho^2
+    if not quad > 0:
+        return math.nan, math.nan, math.nan, GAP_UNRESOLVED
+    lin = a * b - z2 * vab
+    const = a * a - z2 * vaa
+    root = math.sqrt(max(lin * lin - quad * const, 0.0))  # >= 0 whenever quad > 0 (a / b is inside)
+    return a / b, (lin - root) / quad, (lin + root) / quad, ""
 
 
 def seed_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float, int]:

@@ -168,6 +168,8 @@ def write_run_provenance(cfg: Config, records: Iterable[str | Path], out: str | 
         "config_hash": cfg.hash(),
         "versions": versions(),
         "seeds": list(cfg.seeds),
+        # the tier each dataset's student pool is drawn from (METHOD.md: easy = the W2S protocol)
+        "student_pool": {ds.name: ds.student_pool for ds in cfg.datasets},
         "hardware": hardware(),
         "steps": steps,
         "totals": {

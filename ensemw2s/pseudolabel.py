@@ -1,12 +1,19 @@
-"""Pseudo-labels: the ensemble of the first r experts answers `student_pool` (greedy, token level).
+"""Pseudo-labels: the ensemble of the first r experts answers `student_pool` (greedy, token level), and,
+with `val_out`, the `val` questions too, which is all a student may select its epoch on.
 
-Reads only `<data>/student_pool.jsonl`, which carries no gold; a path under `gold/`, or rows that carry
-an answer, are refused: gold answers of the student pool are the ceiling's alone (architecture.md).
+Reads student_pool through `splits.read_pool` (the allow-list of its fields; a path under `gold/` is
+refused: gold answers of the student pool are the ceiling's alone, architecture.md). Of `val.jsonl` it
+keeps uid, prompt and choices: the answers it writes are the ensemble's, never gold.
 
-Output `out` (JSONL, input order): {uid, prompt, answer, choices}, one row per usable answer.
-An empty generation (the ensemble stopped at once: EOS, "\n" or "Question:") is dropped, because a
-student cannot be trained on an empty answer; the drop is counted in the sidecar `<out>.meta.json`:
-{n, n_pool, empty_answers, tokens_generated, finish, wall_time_s}.
+Output `out` (JSONL, input order): {uid, prompt, answer, choices}, one row per usable answer; `val_out`
+the same for val. An empty generation (the ensemble stopped at once: EOS, "\\n" or "Question:") is
+dropped, because a student cannot be trained on an empty answer; the drop is counted in the sidecar
+`<out>.meta.json`: {n, n_pool, empty_answers, tokens_generated, finish, truncated, matches_choice,
+mean_answer_tokens, wall_time_s}, and, with `val_out`, `val`: the same counts for val (`n_rows` in place
+of `n_pool`). Each output file has its own provenance record (its generation's time and tokens).
+`truncated`: rows whose generation hit max_new_tokens without EOS or a stop string;
+`matches_choice`: rows whose answer equals one of the row's choices after `metrics.normalize_answer`
+(an empty answer matches nothing); `mean_answer_tokens`: generated tokens per row, a final EOS included.
 """
 from __future__ import annotations
 
@@ -16,13 +23,14 @@ from pathlib import Path
 
 from ensemw2s import provenance
 from ensemw2s.config import Config
-from ensemw2s.ensemble import load_ensemble
+from ensemw2s.ensemble import Generation, load_ensemble
 from ensemw2s.errors import UserError
 from ensemw2s.io import read_jsonl, write_json, write_jsonl
+from ensemw2s.metrics import normalize_answer
+from ensemw2s.splits import read_pool, refuse_gold
 
 STOP = ("\n", "Question:")  # the prompt format: one answer line, then the next question
-GOLD_FIELDS = ("answer", "gold")  # must not be in student_pool rows
-REQUIRED = ("uid", "prompt", "choices")
+QUESTION_FIELDS = ("uid", "prompt", "choices")  # what a question to answer needs, and all that is kept of it
 
 
 def meta_path(out: str | Path) -> Path:
@@ -30,54 +38,78 @@ def meta_path(out: str | Path) -> Path:
     return Path(f"{out}.meta.json")
 
 
-def read_pool(data: str | Path) -> list[dict]:
-    """student_pool rows of a split directory, checked to carry no gold answer."""
-    path = Path(data) / "student_pool.jsonl"
-    if path.resolve().parent.name == "gold":
-        raise UserError(f"{path}: pseudo-labelling must not read the gold answers; pass the split directory "
-                        f"(the parent of gold/) as --data")
+def read_val_questions(data: str | Path) -> list[dict]:
+    """The val questions of a split directory without their gold answers (QUESTION_FIELDS only)."""
+    path = refuse_gold(Path(data) / "val.jsonl")
     rows = read_jsonl(path)
     for lineno, row in enumerate(rows, 1):
-        leaked = [k for k in GOLD_FIELDS if k in row]
-        if leaked:
-            raise UserError(f"{path} row {lineno}: carries gold field(s) {', '.join(leaked)}; student_pool must "
-                            f"not hold answers (regenerate the splits with `ensemw2s prepare-data`)")
-        missing = [k for k in REQUIRED if k not in row]
+        missing = [k for k in QUESTION_FIELDS if k not in row]
         if missing:
             raise UserError(f"{path} row {lineno}: missing field(s) {', '.join(missing)}")
-    return rows
+    return [{k: row[k] for k in QUESTION_FIELDS} for row in rows]
 
 
-def pseudo_label(cfg: Config, manifest: str | Path, data: str | Path, out: str | Path) -> None:
-    """Greedy ensemble answers for every student_pool prompt -> `out` (JSONL) and `<out>.meta.json`."""
+def matches_choice(answer: str, choices: list[str]) -> bool:
+    """Whether a non-empty answer equals one of the choices, both normalised as exact match scores them."""
+    norm = normalize_answer(answer)
+    return bool(norm) and any(norm == normalize_answer(c) for c in choices)
+
+
+def answer_stats(rows: list[dict], gens: list[Generation]) -> dict:
+    """Sanity counts of the generations for `rows` (see the module docstring)."""
+    answers = [g.text.strip() for g in gens]
+    tokens = sum(len(g.token_ids) for g in gens)
+    return {
+        "empty_answers": sum(not a for a in answers),
+        "tokens_generated": tokens,
+        "finish": dict(sorted(Counter(g.finish for g in gens).items())),
+        "truncated": sum(g.finish == "length" for g in gens),
+        "matches_choice": sum(matches_choice(a, r["choices"]) for a, r in zip(answers, rows)),
+        "mean_answer_tokens": tokens / len(gens),
+    }
+
+
+def labelled(rows: list[dict], gens: list[Generation]) -> list[dict]:
+    """Answer rows for the non-empty generations, in input order."""
+    out = [{"uid": r["uid"], "prompt": r["prompt"], "answer": g.text.strip(), "choices": r["choices"]}
+           for r, g in zip(rows, gens)]
+    return [r for r in out if r["answer"]]
+
+
+def pseudo_label(cfg: Config, manifest: str | Path, data: str | Path, out: str | Path,
+                 val_out: str | Path | None = None) -> None:
+    """Greedy ensemble answers for every student_pool prompt -> `out` (JSONL) and `<out>.meta.json`;
+    with `val_out`, for every val prompt -> `val_out` (a student's selection file)."""
     begin = time.perf_counter()
-    rows = read_pool(data)
+    rows = read_pool(data, required=QUESTION_FIELDS)
     if not rows:
         raise UserError(f"{Path(data) / 'student_pool.jsonl'} has no rows to label")
+    val = read_val_questions(data) if val_out is not None else []
+    if val_out is not None and not val:
+        raise UserError(f"{Path(data) / 'val.jsonl'} has no rows to label")
     ensemble = load_ensemble(manifest, device=cfg.evaluation.device)
-    start = time.perf_counter()
-    gens = ensemble.generate([r["prompt"] for r in rows], cfg.evaluation.max_new_tokens, stop=STOP,
-                             batch_size=cfg.evaluation.batch_size)
-    wall = time.perf_counter() - start
-    labelled = [
-        {"uid": r["uid"], "prompt": r["prompt"], "answer": g.text.strip(), "choices": r["choices"]}
-        for r, g in zip(rows, gens)
-    ]
-    kept = [r for r in labelled if r["answer"]]
-    meta = {
-        "n": len(kept),
-        "n_pool": len(rows),
-        "empty_answers": len(rows) - len(kept),
-        "tokens_generated": sum(len(g.token_ids) for g in gens),
-        "finish": dict(sorted(Counter(g.finish for g in gens).items())),
-        "wall_time_s": round(wall, 3),
-    }
-    write_jsonl(out, kept)
+
+    def answer(questions: list[dict], path: str | Path, source: Path, started: float) -> dict:
+        """Generate for `questions`, write their answers to `path` with its provenance record; the stats."""
+        t0 = time.perf_counter()
+        gens = ensemble.generate([r["prompt"] for r in questions], cfg.evaluation.max_new_tokens, stop=STOP,
+                                 batch_size=cfg.evaluation.batch_size)
+        wall = time.perf_counter() - t0
+        kept = labelled(questions, gens)
+        write_jsonl(path, kept)
+        stats = {"n": len(kept), **answer_stats(questions, gens), "wall_time_s": round(wall, 3)}
+        # every expert runs over every prompt and every generated token
+        prompt_tokens = sum(len(ensemble.encode(r["prompt"])) for r in questions)
+        provenance.record(path, cfg, ["evaluation.max_new_tokens", "evaluation.batch_size", "evaluation.device"],
+                          [manifest, source],
+                          {"step": "pseudo_label", "n_rows": len(questions),
+                           **{k: stats[k] for k in ("n", "empty_answers", "truncated", "finish")},
+                           "wall_time_s": time.perf_counter() - started,
+                           "tokens_processed": len(ensemble.experts) * (prompt_tokens + stats["tokens_generated"])})
+        return stats
+
+    pool_stats = answer(rows, out, Path(data) / "student_pool.jsonl", begin)
+    meta = {"n": pool_stats.pop("n"), "n_pool": len(rows), **pool_stats}
+    if val:
+        meta["val"] = {"n_rows": len(val), **answer(val, val_out, Path(data) / "val.jsonl", time.perf_counter())}
     write_json(meta_path(out), meta)
-    # every expert runs over every prompt and every generated token
-    prompt_tokens = sum(len(ensemble.encode(r["prompt"])) for r in rows)
-    provenance.record(out, cfg, ["evaluation.max_new_tokens", "evaluation.batch_size", "evaluation.device"],
-                      [manifest, Path(data) / "student_pool.jsonl"],
-                      {"step": "pseudo_label", **{k: meta[k] for k in ("n", "n_pool", "empty_answers", "finish")},
-                       "wall_time_s": time.perf_counter() - begin,
-                       "tokens_processed": len(ensemble.experts) * (prompt_tokens + meta["tokens_generated"])})

@@ -11,7 +11,7 @@ formatted cells "value [low, high]" to `.md` and `.tex`. Accuracies are shown in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -35,14 +35,15 @@ PAPER_CLAIMS = [  # (claim, role, metric, split, paper's number in accuracy poin
     ("students OOD", "student", "improvement_vs_student1", "test_ood", 2.28),
 ]
 COMPUTE_METRICS = ("tokens_processed", "wall_time_s", "gpu_hours")
-KEY = [c for c in COLUMNS if c not in ("seed", "value", "ci_low", "ci_high", "n")]
+KEY = [c for c in COLUMNS if c not in ("seed", "value", "ci_low", "ci_high", "n", "note")]
 
 
 @dataclass(frozen=True)
 class Table:
-    frame: pd.DataFrame  # long: index columns + column, value, ci_low, ci_high, fmt
+    frame: pd.DataFrame  # long: index columns + column, value, ci_low, ci_high, fmt, note
     index: list[str]
     caption: str
+    row_order: dict[str, dict] = field(default_factory=dict)  # index column -> {value: rank}; else sorted
 
 
 TABLES: Registry[Callable[[pd.DataFrame, list[Path]], Table]] = Registry("table")
@@ -58,7 +59,7 @@ def load_metrics(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: metrics file not found; run `ensemw2s metrics` first")
-    text = ["weak_model", "strong_model", "dataset", "eval_split", "role", "ensemble", "seed", "score", "metric"]
+    text = ["weak_model", "strong_model", "dataset", "eval_split", "role", "ensemble", "seed", "score", "metric", "note"]
     frame = pd.read_csv(path, dtype={c: str for c in text})
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
@@ -88,14 +89,18 @@ def _scores(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _best_rounds(frame: pd.DataFrame) -> pd.DataFrame:
-    """r* per (weak, strong, dataset, role, ensemble, score): best_round rows, else the last round scored."""
+    """r* per (weak, strong, dataset, role, ensemble, score), with r_last = the last round scored: the
+    ensemble's best_round row (chosen on val); a student takes its supervising ensemble's r* (choosing a
+    student on its own gold val accuracy would hand it gold supervision)."""
     fam = ["weak_model", "strong_model", "dataset", "role", "ensemble", "score"]
-    best = frame[frame["metric"] == "best_round"][fam + ["value"]].rename(columns={"value": "r_star"})
-    last = (frame[frame["role"].isin(["ensemble", "student"]) & (frame["score"] != "")]
+    supervisor = ["weak_model", "dataset", "ensemble", "score"]
+    best = frame[(frame["metric"] == "best_round") & (frame["role"] == "ensemble")][supervisor + ["value"]]
+    best = best.rename(columns={"value": "r_star"})
+    last = (frame[frame["role"].isin(["ensemble", "student"]) & frame["metric"].isin(SCORES)]
             .groupby(fam, as_index=False)["round"].max().rename(columns={"round": "r_last"}))
-    out = last.merge(best, on=fam, how="left")
+    out = last.merge(best, on=supervisor, how="left")
     out["r_star"] = out["r_star"].fillna(out["r_last"]).astype(int)
-    return out[fam + ["r_star"]]
+    return out[fam + ["r_star", "r_last"]]
 
 
 def _at_best_round(frame: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +121,7 @@ def _model_label(row) -> str:
 
 CELL_FORMATS: dict[str, Callable[[float], str]] = {
     "pct": lambda v: f"{100 * v:.1f}",  # accuracy (fraction) in percent
+    "mde": lambda v: f"{v:.1f}",  # a minimum detectable effect, accuracy points
     "points": lambda v: f"{v:+.1f}",  # accuracy points, signed
     "claim": lambda v: f"{v:+g}",  # a number quoted from the paper, as written there
     "ratio": lambda v: f"{v:.2f}",  # PGR
@@ -125,10 +131,13 @@ CELL_FORMATS: dict[str, Callable[[float], str]] = {
 }
 
 
-def _cell(value: float, lo: float, hi: float, fmt: str) -> str:
-    """"value [low, high]" in the column's format; "n/a" for an undefined value (e.g. PGR with gap 0)."""
+def _cell(value: float, lo: float, hi: float, fmt: str, note: str = "") -> str:
+    """"value [low, high]" in the column's format; "n/a" (with the reason, e.g. "gap CI includes 0") for a
+    missing value; a `text` cell shows its note."""
+    if fmt == "text":
+        return note
     if pd.isna(value):
-        return "n/a"
+        return f"n/a ({note})" if note else "n/a"
     f = CELL_FORMATS[fmt]
     if pd.isna(lo) or pd.isna(hi) or fmt in ("int", "count", "claim"):
         return f(value)
@@ -142,7 +151,8 @@ def _long(rows: pd.DataFrame, index: list[str], column: Callable[[pd.Series], st
     records = [r for _, r in out.iterrows()]
     out["column"] = [column(r) for r in records]
     out["fmt"] = [fmt(r) if callable(fmt) else fmt for r in records]
-    return out[index + ["column", "value", "ci_low", "ci_high", "fmt"]]
+    out["note"] = out["note"].fillna("") if "note" in out else ""
+    return out[index + ["column", "value", "ci_low", "ci_high", "fmt", "note"]]
 
 
 def _split_score(row) -> str:
@@ -161,11 +171,14 @@ def _latex_escape(text: str) -> str:
     return "".join(special.get(ch, ch) for ch in text)
 
 
-def write_table(table: Table, out: str | Path) -> None:
-    """`out.csv` (numbers), `out.md` and `out.tex` (formatted cells with CIs)."""
+def render_table(table: Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numbers, shown): the wide frame of numbers (with `<column> ci_low/ci_high` beside) and the wide frame
+    of formatted cells "value [low, high]"; rows sorted by the index columns (by rank for `row_order`'s)."""
     long, index = table.frame, table.index
     columns = list(dict.fromkeys(long["column"]))  # first appearance: the order the function chose
-    keys = long[index].drop_duplicates().sort_values(index, kind="stable").reset_index(drop=True)
+    keys = long[index].drop_duplicates()
+    sort_by = keys.assign(**{c: keys[c].map(order) for c, order in table.row_order.items()})  # ranks replace values
+    keys = keys.loc[sort_by.sort_values(index, kind="stable").index].reset_index(drop=True)
     numeric, shown = keys.copy(), keys.copy()
     for col in columns:
         part = long[long["column"] == col].drop_duplicates(index)
@@ -174,13 +187,27 @@ def write_table(table: Table, out: str | Path) -> None:
         if aligned["ci_low"].notna().any():
             numeric[f"{col} ci_low"] = aligned["ci_low"].to_numpy()
             numeric[f"{col} ci_high"] = aligned["ci_high"].to_numpy()
-        shown[col] = [_cell(v, lo, hi, f) if isinstance(f, str) else "" for v, lo, hi, f in
-                      zip(aligned["value"], aligned["ci_low"], aligned["ci_high"], aligned["fmt"])]
+        if (aligned["fmt"] == "text").any():  # a column of words: the words go to the CSV too
+            numeric[col] = aligned["note"].fillna("").to_numpy()
+        shown[col] = [_cell(v, lo, hi, f, "" if pd.isna(n) else n) if isinstance(f, str) else ""
+                      for v, lo, hi, f, n in zip(aligned["value"], aligned["ci_low"], aligned["ci_high"],
+                                                 aligned["fmt"], aligned["note"])]
+    return numeric, shown
+
+
+def table_markdown(table: Table) -> str:
+    """The caption and the Markdown table (what `<name>.md` holds and the README shows)."""
+    _, shown = render_table(table)
+    return f"{table.caption}\n\n{shown.to_markdown(index=False, disable_numparse=True)}\n"  # keep our formats
+
+
+def write_table(table: Table, out: str | Path) -> None:
+    """`out.csv` (numbers), `out.md` and `out.tex` (formatted cells with CIs)."""
+    numeric, shown = render_table(table)
     out = Path(out)
     with atomic_path(out.with_name(out.name + ".csv")) as tmp:
         numeric.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    markdown = shown.to_markdown(index=False, disable_numparse=True)  # keep our number formats
-    write_text(out.with_name(out.name + ".md"), f"{table.caption}\n\n{markdown}\n")
+    write_text(out.with_name(out.name + ".md"), table_markdown(table))
     latex = shown.to_latex(index=False, escape=True, caption=_latex_escape(table.caption), label=f"tab:{out.name}")
     write_text(out.with_name(out.name + ".tex"), latex)
 
@@ -199,33 +226,45 @@ def table_experts(frame: pd.DataFrame, boosting: list[Path]) -> Table:
                  "(round r), in-distribution (ID: test_id) and out-of-distribution (OOD: test_ood), with 95% CIs.")
 
 
-STUDENT_COLUMNS = {"student": "student", "ceiling": "ceiling", "gap_ceiling_minus_weak": "gap",
-                   "pgr_vs_weak": "PGR(weak)", "pgr_vs_ensemble": "PGR(ens)"}
+STUDENT_COLUMNS = {"student": "student", "strong_base": "strong base", "ceiling": "ceiling",
+                   "gap_ceiling_minus_weak": "gap", "pgr_vs_weak": "PGR(weak)", "pgr_vs_ensemble": "PGR(ens)",
+                   "pgr_strong_base_vs_weak": "PGR(strong base)", "improvement_vs_strong_base": "vs strong base"}
+STUDENT_FORMATS = {"pgr_vs_weak": "ratio", "pgr_vs_ensemble": "ratio", "pgr_strong_base_vs_weak": "ratio",
+                   "improvement_vs_strong_base": "points"}
+
+
+def _pair_reference(p: pd.DataFrame, students: pd.DataFrame, role: str) -> pd.DataFrame:
+    """Accuracy rows of the ceiling or the strong base beside every student row of the same strong model."""
+    ident = ["weak_model", "strong_model", "dataset", "ensemble", "round", "score", "eval_split"]
+    ref = _scores(p[p["role"] == role]).drop(columns=["weak_model", "ensemble", "round"])
+    return students[ident].drop_duplicates().merge(ref, on=["strong_model", "dataset", "score", "eval_split"])
 
 
 @TABLES.register("students")
 def table_students(frame: pd.DataFrame, boosting: list[Path]) -> Table:
-    """Students per supervisor (ensemble, r) with the ceiling, the ceiling-weak gap and PGR, ID and OOD."""
+    """Students per supervisor (ensemble, r) beside the untaught strong base and the ceiling: the gap, PGR
+    against h_1, the ensemble and what the strong base alone would get, ID and OOD."""
     p = pooled(frame)
     p = p[p["eval_split"].isin(["test_id", "test_ood"])]
     students = p[(p["role"] == "student") & p["metric"].isin([*SCORES, *STUDENT_COLUMNS])]
     students = _need(students[students["metric"].isin(STUDENT_COLUMNS) | (students["metric"] == students["score"])],
                      "students")
     students = students.assign(metric=students["metric"].where(~students["metric"].isin(SCORES), "student"))
-    ident = ["weak_model", "strong_model", "dataset", "ensemble", "round", "score", "eval_split"]
-    ceiling = _scores(p[p["role"] == "ceiling"]).drop(columns=["weak_model", "ensemble", "round"])
-    ceiling = students[ident].drop_duplicates().merge(ceiling, on=["strong_model", "dataset", "score", "eval_split"])
-    rows = pd.concat([students, ceiling.assign(metric="ceiling")], ignore_index=True)
+    rows = pd.concat([students, _pair_reference(p, students, "ceiling").assign(metric="ceiling"),
+                      _pair_reference(p, students, "strong_base").assign(metric="strong_base")], ignore_index=True)
     order = {m: i for i, m in enumerate(STUDENT_COLUMNS)}
     rows = _split_order(rows.assign(_m=rows["metric"].map(order)).sort_values("_m", kind="stable"))
     index = ["dataset", "weak_model", "strong_model", "score", "ensemble", "round"]
     return Table(
         _long(rows, index, lambda r: f"{SPLIT_LABEL[r['eval_split']]} {STUDENT_COLUMNS[r['metric']]}",
-              lambda r: "ratio" if r["metric"].startswith("pgr") else "pct"),
+              lambda r: STUDENT_FORMATS.get(r["metric"], "pct")),
         index,
-        "Students taught by the ensemble of the first r experts: accuracy (%), the strong ceiling (%), the gap "
-        "ceiling - weak (accuracy %, weak = the single expert h_1) and PGR against h_1 and against the ensemble "
-        "supervisor. PGR is unstable where the gap is small: read it with the gap and its 95% CI.")
+        "Students taught by the ensemble of the first r experts: accuracy (%) beside the strong base zero-shot "
+        "(what the strong model knew before it was taught) and the ceiling (%); the gap ceiling - weak (accuracy "
+        "%, weak = the single expert h_1); PGR against h_1, against the ensemble supervisor, and PGR(strong "
+        "base), what the untaught strong model would get in the student's place; 'vs strong base' = student - "
+        "strong base (points). PGR is n/a, with the reason, where the gap's 95% CI does not exclude 0. CIs: "
+        "accuracies bootstrap over questions, comparisons the paired (McNemar) estimator, PGR Fieller.")
 
 
 @TABLES.register("rounds")
@@ -238,10 +277,12 @@ def table_rounds(frame: pd.DataFrame, boosting: list[Path]) -> Table:
     index = ["dataset", "weak_model", "strong_model", "role", "ensemble", "score", "eval_split"]
     long = _long(rows, index, lambda r: f"r={r['round']}", "pct")
     stars = rows[index].drop_duplicates().merge(best, on=[c for c in index if c != "eval_split"], how="inner")
-    stars = stars.assign(column="r*", value=stars["r_star"].astype(float), ci_low=np.nan, ci_high=np.nan, fmt="int")
+    stars = stars.assign(column="r*", value=stars["r_star"].astype(float), ci_low=np.nan, ci_high=np.nan, fmt="int",
+                         note="")
     return Table(pd.concat([long, stars[long.columns]], ignore_index=True), index,
                  "Accuracy (%) for every round r (experts: h_r alone; ensembles and students: the first r experts), "
-                 "with 95% CIs; r* = the round with the best val accuracy (ties: smaller r).")
+                 "with 95% CIs; r* = the ensemble size with the best val accuracy (ties: smaller r; r* = 1 is h_1 alone); "
+                 "students are read at their supervisor's r*.")
 
 
 @TABLES.register("ablations")
@@ -277,25 +318,125 @@ def table_compute(frame: pd.DataFrame, boosting: list[Path]) -> Table:
                  "step is in provenance.json.")
 
 
+PRIMARY_SCORE = "acc"  # the pre-specified primary metric: multiple-choice accuracy
+
+
+def _claim_rows(p: pd.DataFrame, claim: str, role: str, metric: str, split: str, paper: float) -> pd.DataFrame:
+    """One claim's comparison rows (acc) at r* (chosen on val; students at their supervisor's r*) and at r = T,
+    each with its MDE from the same standard error."""
+    sel = p[(p["role"] == role) & (p["metric"] == metric) & (p["eval_split"] == split) & (p["ensemble"] == METHOD)
+            & (p["score"] == PRIMARY_SCORE)]
+    mde = p[(p["role"] == role) & (p["metric"] == f"{metric}_mde") & (p["eval_split"] == split)
+            & (p["ensemble"] == METHOD) & (p["score"] == PRIMARY_SCORE)]
+    fam = ["weak_model", "strong_model", "dataset", "role", "ensemble", "score"]
+    sel = sel.merge(_best_rounds(p), on=fam, how="inner")
+    mde = mde[fam + ["round", "value"]].rename(columns={"value": "mde"})
+    sel = sel.merge(mde, on=[*fam, "round"], how="left")
+    vs_base = p[(p["metric"] == "improvement_vs_strong_base") & (p["eval_split"] == split)]
+    vs_base = vs_base[[*fam, "round", "value", "ci_low", "ci_high"]].rename(
+        columns={"value": "vs_base", "ci_low": "vs_base_low", "ci_high": "vs_base_high"})
+    sel = sel.merge(vs_base, on=[*fam, "round"], how="left")
+    at_star = sel[sel["round"] == sel["r_star"]].assign(at="r*")
+    at_last = sel[sel["round"] == sel["r_last"]].assign(at="r=T")
+    return pd.concat([at_star, at_last], ignore_index=True).assign(claim=claim, paper=paper)
+
+
+def _verdict(row) -> str:
+    """Could this run detect the paper's effect? (80% power at 5% two-sided: MDE <= claimed effect)."""
+    if row["at"] == "r*" and row["r_star"] == 1:
+        who = "the ensemble is h_1" if row["role"] == "ensemble" else "the student is the student of h_1"
+        return f"r* = 1: {who}, difference 0 by construction"
+    if pd.isna(row["mde"]):
+        return "no MDE (missing scores)"
+    if row["mde"] <= row["paper"]:
+        return f"yes: MDE {row['mde']:.1f} <= {row['paper']:g}"
+    return f"no: MDE {row['mde']:.1f} > {row['paper']:g}"
+
+
 @TABLES.register("paper_claims")
 def table_paper_claims(frame: pd.DataFrame, boosting: list[Path]) -> Table:
-    """Measured improvements of EnsemW2S (boost ensemble / its student at r*) beside the paper's claims."""
+    """The pre-specified comparisons beside the paper's claims: the boost ensemble at r* (chosen on val) vs h_1,
+    the student of that ensemble vs the student of h_1, ID and OOD, multiple-choice acc; r = T beside r*."""
     p = pooled(frame)
-    parts = []
-    for claim, role, metric, split, paper in PAPER_CLAIMS:
-        sel = p[(p["role"] == role) & (p["metric"] == metric) & (p["eval_split"] == split) & (p["ensemble"] == METHOD)]
-        sel = _at_best_round(p, sel)
-        parts.append(sel.assign(claim=claim, paper=paper))
+    parts = [_claim_rows(p, *claim) for claim in PAPER_CLAIMS]
     rows = _need(pd.concat(parts, ignore_index=True), f"improvements of the {METHOD!r} ensemble or its students")
-    index = ["claim", "dataset", "weak_model", "strong_model", "score"]
-    measured = _long(rows, index, lambda r: "measured (points)", "points")
-    paper = rows.assign(value=rows["paper"], ci_low=np.nan, ci_high=np.nan)
-    stars = rows.assign(value=rows["r_star"].astype(float), ci_low=np.nan, ci_high=np.nan)
-    return Table(pd.concat([_long(paper, index, lambda r: "paper (points)", "claim"), measured,
-                            _long(stars, index, lambda r: "r*", "int")], ignore_index=True), index,
-                 "EnsemW2S improvements in accuracy points: ensemble of the first r* boosted experts over the single "
-                 "expert h_1 (experts), and its student over the student of h_1 (students); r* chosen on val; "
-                 "95% CIs. The paper reports +4 ID / up to +6 OOD (experts) and +3.2 ID / up to +2.28 OOD (students).")
+    rows = rows.assign(round_=rows["round"])
+    index = ["claim", "dataset", "weak_model", "strong_model", "at"]
+    paper = rows.assign(value=rows["paper"], ci_low=np.nan, ci_high=np.nan, note="")
+    measured = rows.assign(note="")
+    rounds = rows.assign(value=rows["round_"].astype(float), ci_low=np.nan, ci_high=np.nan, note="")
+    mdes = rows.assign(value=rows["mde"], ci_low=np.nan, ci_high=np.nan,
+                       note=["r* = 1" if (a == "r*" and r == 1) else "" for a, r in zip(rows["at"], rows["r_star"])])
+    mdes.loc[mdes["note"] != "", "value"] = np.nan  # an MDE of a difference that is 0 by construction says nothing
+    vs_base = rows.assign(value=rows["vs_base"], ci_low=rows["vs_base_low"], ci_high=rows["vs_base_high"], note="")
+    vs_base = vs_base[vs_base["role"] == "student"]
+    verdicts = rows.assign(value=np.nan, ci_low=np.nan, ci_high=np.nan,
+                           note=[_verdict(r) for _, r in rows.iterrows()])
+    order = {c[0]: i for i, c in enumerate(PAPER_CLAIMS)}
+    frame_out = pd.concat([_long(paper, index, lambda r: "paper (points)", "claim"),
+                           _long(rounds, index, lambda r: "r", "int"),
+                           _long(measured, index, lambda r: "measured (points)", "points"),
+                           _long(mdes, index, lambda r: "MDE (points)", "mde"),
+                           _long(verdicts, index, lambda r: "detectable at 80% power?", "text"),
+                           _long(vs_base, index, lambda r: "student vs untaught strong base (points)", "points")],
+                          ignore_index=True)
+    frame_out = frame_out.assign(_c=frame_out["claim"].map(order)).sort_values("_c", kind="stable").drop(columns="_c")
+    return Table(frame_out, index,
+                 "EnsemW2S, pre-specified comparisons (multiple-choice acc, accuracy points): the boosted ensemble "
+                 "of the first r experts vs the single expert h_1 (experts), and the student of that ensemble vs "
+                 "the student of h_1 (students); r* chosen on val (students: their supervisor's r*), r = T beside "
+                 "it. CIs and the minimum detectable effect (80% power, 5% two-sided) come from one estimator: "
+                 "the seed-stratified paired difference, conditional on the trained models. The paper reports "
+                 "+4 ID / up to +6 OOD (experts) and +3.2 ID / up to +2.28 OOD (students). The last column: the "
+                 "student against the strong base zero-shot (what supervision added).")
+
+
+@TABLES.register("summary")
+def table_summary(frame: pd.DataFrame, boosting: list[Path]) -> Table:
+    """One line per model that a reader compares, ID and OOD acc: the bases, h_1, the boost ensemble and its
+    student at r* and at r = T, the student of h_1 and the ceiling."""
+    p = pooled(frame)
+    rows = _scores(p[p["eval_split"].isin(["test_id", "test_ood"]) & (p["score"] == PRIMARY_SCORE)])
+    rows = _need(rows, "test_id / test_ood accuracy")
+    best = _best_rounds(p)
+    pairs = rows[rows["role"] == "student"][["weak_model", "strong_model"]].drop_duplicates()
+    parts = []
+    for ds in sorted(rows["dataset"].unique()):
+        for weak, strong in pairs.itertuples(index=False):
+            here = rows[rows["dataset"] == ds]
+            for order, (label, sel) in enumerate(_summary_models(best, ds, weak, strong)):
+                mask = np.ones(len(here), dtype=bool)
+                for col, val in sel.items():
+                    mask &= (here[col] == val).to_numpy()
+                parts.append(here[mask].assign(model=label, _o=order, pair=_pair_label(weak, strong)))
+    rows = _split_order(pd.concat(parts, ignore_index=True).sort_values("_o", kind="stable"))
+    index = ["dataset", "pair", "model"]
+    long = _long(rows, index, lambda r: SPLIT_LABEL[r["eval_split"]], "pct")
+    order = {m: i for i, m in enumerate(dict.fromkeys(rows["model"]))}
+    return Table(long, index,
+                 "Multiple-choice accuracy (%) on held-out easy (ID: test_id) and hard (OOD: test_ood) questions, "
+                 "95% CIs (one seed: bootstrap over questions; several: t-interval over seeds); r* = the boosting "
+                 "round chosen on val (r* = 1: the ensemble is h_1), T = the last round.", row_order={"model": order})
+
+
+def _summary_models(best: pd.DataFrame, ds: str, weak: str, strong: str) -> list[tuple[str, dict]]:
+    """(label, selector) of the summary's models, in reading order."""
+    b = best[(best["dataset"] == ds) & (best["weak_model"] == weak) & (best["role"] == "ensemble")
+             & (best["ensemble"] == METHOD) & (best["score"] == PRIMARY_SCORE)]
+    models = [("weak base, zero-shot", dict(role="weak_base", weak_model=weak)),
+              ("strong base, zero-shot", dict(role="strong_base", strong_model=strong)),
+              ("single weak expert h_1", dict(role="expert", weak_model=weak, ensemble=METHOD, round=1))]
+    student = dict(role="student", weak_model=weak, strong_model=strong, ensemble=METHOD)
+    models.append(("student of h_1", {**student, "round": 1}))
+    if len(b):
+        r_star, r_last = int(b["r_star"].iloc[0]), int(b["r_last"].iloc[0])
+        for what, r in (("r*", r_star), ("T", r_last)):
+            if r > 1 and not (what == "T" and r == r_star):
+                models.append((f"boosted ensemble, {what} = {r}", dict(role="ensemble", weak_model=weak,
+                                                                     ensemble=METHOD, round=r)))
+                models.append((f"student of the ensemble, {what} = {r}", {**student, "round": r}))
+    models.append(("ceiling (strong on gold student_pool)", dict(role="ceiling", strong_model=strong)))
+    return models
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +512,7 @@ def figure_acc_vs_rounds(frame: pd.DataFrame, boosting: list[Path]):
                      & p["eval_split"].isin(["test_id", "test_ood"])])
     rows = _need(rows, "experts, ensembles or students on test_id / test_ood")
     ceiling = _scores(p[p["role"] == "ceiling"])
+    strong_base = _scores(p[p["role"] == "strong_base"])
     panels = rows[["dataset", "weak_model", "score"]].drop_duplicates().sort_values(["dataset", "weak_model", "score"])
     columns = [(split, group) for split in _present(rows["eval_split"], ["test_id", "test_ood"])
                for group in (("expert", "ensemble"), ("student",))]
@@ -397,6 +539,12 @@ def figure_acc_vs_rounds(frame: pd.DataFrame, boosting: list[Path]):
                 for _, row in c.iterrows():
                     ax.axhline(100 * row["value"], color="0.35", ls="-.", lw=1.2,
                                label=f"ceiling {row['strong_model']}")
+                b = strong_base[(strong_base["dataset"] == ds) & (strong_base["score"] == score)
+                                & (strong_base["eval_split"] == split)
+                                & strong_base["strong_model"].isin(set(sel["strong_model"]))]
+                for _, row in b.iterrows():
+                    ax.axhline(100 * row["value"], color="#C44E52", ls=":", lw=1.2,
+                               label=f"strong base {row['strong_model']}, untaught")
             who = "students" if "student" in roles else "experts & ensembles"
             ax.set_title(f"{ds} / {weak}: {who}\n{SPLIT_LABEL[split]} {SCORE_LABEL[score]}")
             ax.set_xlabel("round r")
@@ -411,7 +559,8 @@ def figure_acc_vs_rounds(frame: pd.DataFrame, boosting: list[Path]):
 
 @FIGURES.register("pgr")
 def figure_pgr(frame: pd.DataFrame, boosting: list[Path]):
-    """PGR against the weak expert h_1 per round and ensemble, per pair, dataset and test split."""
+    """PGR against the weak expert h_1 per round and ensemble, per pair, dataset and test split, beside the PGR
+    of the untaught strong base; withheld PGRs are drawn as "n/a"."""
     p = pooled(frame)
     rows = p[(p["role"] == "student") & (p["metric"] == "pgr_vs_weak") & p["score"].isin(FIGURE_SCORES)
              & p["eval_split"].isin(["test_id", "test_ood"])]
@@ -433,10 +582,18 @@ def figure_pgr(frame: pd.DataFrame, boosting: list[Path]):
                 s = rows[here & (rows["ensemble"] == ens)].sort_values("round")
                 x = s["round"].to_numpy() + (k - (len(ensembles) - 1) / 2) * width
                 err = np.vstack([s["value"] - s["ci_low"], s["ci_high"] - s["value"]])
-                ax.bar(x, s["value"], width=width, color=colors[ens], label=ens,
+                ax.bar(x, s["value"].fillna(0.0), width=width, color=colors[ens], label=ens,
                        yerr=np.where(np.isfinite(err), err, 0), capsize=2, error_kw={"lw": 0.8})
+                for xi, missing in zip(x, s["value"].isna()):  # PGR withheld: the gap is not resolved
+                    if missing:
+                        ax.text(xi, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.3")
             ax.axhline(0, color="0.3", lw=0.8)
             ax.axhline(1, color="0.3", lw=0.8, ls="--")
+            base = p[(p["role"] == "student") & (p["metric"] == "pgr_strong_base_vs_weak") & (p["dataset"] == ds)
+                     & (p["weak_model"] == weak) & (p["strong_model"] == strong) & (p["score"] == score)
+                     & (p["eval_split"] == split)]["value"].dropna()
+            if len(base):  # what the untaught strong model gets: a student must beat this to have learned
+                ax.axhline(base.iloc[0], color="#C44E52", lw=1.2, ls=":", label="strong base, untaught")
             g = gaps[(gaps["dataset"] == ds) & (gaps["weak_model"] == weak) & (gaps["strong_model"] == strong)
                      & (gaps["score"] == score) & (gaps["eval_split"] == split)]
             gap = f", gap {100 * g['value'].iloc[0]:.1f} pts" if len(g) else ""
@@ -444,7 +601,8 @@ def figure_pgr(frame: pd.DataFrame, boosting: list[Path]):
             ax.set_xlabel("round r of the supervising ensemble")
             ax.set_ylabel("PGR vs weak expert h_1")
             ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("Performance gap recovered (error bars: 95% CI; dashed: PGR = 1, the ceiling)", y=1.01)
+    fig.suptitle("Performance gap recovered (error bars: 95% Fieller CI; dashed: PGR = 1, the ceiling; dotted: the "
+                 "untaught strong base; n/a: gap CI includes 0)", y=1.01)
     fig.tight_layout()
     _legend(fig, axes)
     return fig
@@ -581,11 +739,32 @@ def names() -> list[str]:
     return TABLES.names() + FIGURES.names()
 
 
-def make(name: str, metrics_csv: str | Path, boosting_files: Iterable[str | Path], out: str | Path) -> None:
+POOL_MEANING = {"easy": "easy questions held out from weak_train, val and test_id (the W2S protocol)",
+                "hard": "hard questions (the pool shares test_ood's distribution)"}
+
+
+def protocol_note(cfg) -> str:
+    """The caption sentence that says which questions the students were taught on, per dataset."""
+    by_choice: dict[str, list[str]] = {}
+    for ds in cfg.datasets:
+        by_choice.setdefault(ds.student_pool, []).append(ds.name)
+    parts = [f"{POOL_MEANING[c]} for {', '.join(names)}" for c, names in sorted(by_choice.items())]
+    return f"Student pool (student_pool): {'; '.join(parts)}."
+
+
+def build_table(name: str, metrics_csv: str | Path, boosting_files: Iterable[str | Path] = (),
+                caption_note: str = "") -> Table:
+    """Table `name` from metrics.csv, its caption followed by `caption_note` (the run's protocol choices)."""
+    table = TABLES.get(name)(load_metrics(metrics_csv), [Path(b) for b in boosting_files])
+    return replace(table, caption=f"{table.caption} {caption_note}".strip())
+
+
+def make(name: str, metrics_csv: str | Path, boosting_files: Iterable[str | Path], out: str | Path,
+         caption_note: str = "") -> None:
     """Write table or figure `name` from metrics.csv to `out` + extensions (.csv/.md/.tex or .png/.pdf)."""
     boosting = [Path(b) for b in boosting_files]
     if name in TABLES:
-        write_table(TABLES.get(name)(load_metrics(metrics_csv), boosting), out)
+        write_table(build_table(name, metrics_csv, boosting, caption_note), out)
     elif name in FIGURES:
         save_figure(FIGURES.get(name)(load_metrics(metrics_csv), boosting), out)
     else:

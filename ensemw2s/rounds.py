@@ -4,7 +4,9 @@ Round t reads weak_train (and val for model selection), loads D_t from round t-1
 uniform), trains expert h_t from the weak BASE checkpoint (never from h_{t-1}), measures its
 teacher-forced misses on weak_train and writes, atomically, out/boosting.json, out/weights.pt (D_{t+1})
 and out/model. alpha <= 0 is an expected outcome: the round is recorded as stopped without a model,
-and every later round of that run is recorded as stopped too.
+and every later round of that run is recorded as stopped too. A perfect fit (no missed answer token)
+ends boosting as well, but keeps its expert: its round is not stopped, it carries the stop reason, and
+the rounds after it are stopped.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from ensemw2s.errors import DataFileError, UserError
 from ensemw2s.io import atomic_dir, read_json, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
 from ensemw2s.registry import Registry
-from ensemw2s.students import refuse_gold
+from ensemw2s.splits import refuse_gold
 from ensemw2s.training import FIT_STATS, answer_token_ids, answer_token_misses, count_tokens, fit, read_fit_stats
 
 EXPERT_SPLITS = ("weak_train", "val")  # the only splits an expert may read
@@ -94,12 +96,15 @@ def _offsets(ids: list[Tensor]) -> Tensor:
 
 
 def write_weights(path: Path, uids: list[str], offsets: Tensor, D: Tensor) -> None:
-    """weights.pt: {"uid": [...], "offsets": LongTensor(N+1), "weights": FloatTensor(n)} (docs/architecture.md)."""
-    torch.save({"uid": list(uids), "offsets": offsets.long(), "weights": D.to(torch.float32)}, path)
+    """weights.pt: {"uid": [...], "offsets": LongTensor(N+1), "weights": DoubleTensor(n)} (docs/architecture.md).
+
+    float64, as boosting computes them: float32 flushes a never-missed token's weight to 0 within 8 rounds.
+    """
+    torch.save({"uid": list(uids), "offsets": offsets.long(), "weights": D.to(torch.float64)}, path)
 
 
 def _previous(prev: Path | None, round: int, variant: str, uids: list[str], offsets: Tensor) -> tuple[Tensor, str | None]:
-    """(D_t as float64 (n,), stop reason of an earlier round or None)."""
+    """(D_t as float64 (n,), the reason an earlier round ended boosting, or None)."""
     n = int(offsets[-1])
     if round == 1:
         if prev is not None:
@@ -121,7 +126,7 @@ def _previous(prev: Path | None, round: int, variant: str, uids: list[str], offs
     D = saved["weights"].to(torch.float64)
     if not torch.isfinite(D).all() or (D < 0).any() or D.sum() <= 0:
         raise UserError(f"{prev / 'weights.pt'}: weights are negative, NaN or inf; rerun round {round - 1}")
-    return D / D.sum(), record.get("stop_reason") if record.get("stopped") else None
+    return D / D.sum(), record.get("stop_reason")  # set from the round that ended boosting on
 
 
 def _save(out: Path, model, tokenizer, uids: list[str], offsets: Tensor, D_next: Tensor, record: dict,
@@ -140,7 +145,7 @@ def _record(cfg: Config, out: Path, weak: str, inputs: list, record: dict, fit_s
     """The round's provenance record: the config keys an expert depends on, its inputs, time and tokens."""
     provenance.record(out, cfg, [f"models.{weak}", "training.expert", "boosting"], inputs, {
         "step": "train_expert", **{k: record[k] for k in ("dataset", "seed", "variant", "round", "round_seed",
-                                                          "stopped", "stop_reason", "eps", "alpha")},
+                                                          "stopped", "stop_reason", "perfect_fit", "eps", "alpha")},
         "wall_time_s": record["wall_time_s"], "tokens_processed": record["tokens_processed"],
         "resumed_from": (fit_stats or {}).get("resumed_from"),
     })
@@ -177,6 +182,7 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     if stopped is not None:  # an earlier round stopped boosting: no expert, weights carried over
         record.update({
             "eps": None, "alpha": None, "n_missed": None, "stopped": True, "stop_reason": stopped,
+            "perfect_fit": False, "missed_mass_after_update": None,
             "weight_entropy": boosting.weight_entropy(D), "weight_top10_share": boosting.top_share(D),
             "tokens_processed": 0, "wall_time_s": time.perf_counter() - start,
         })
@@ -197,20 +203,23 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     fit_stats = read_fit_stats(ckpt)
 
     miss = var.misses(torch.cat(answer_token_misses(model, tokenizer, rows, spec.batch_size, spec.max_length)), offsets)
-    eps = boosting.weighted_error(D, miss, round)
+    eps, n_missed = boosting.weighted_error(D, miss, round), int(miss.sum())
     if var.boosted:
         alpha = boosting.alpha(bspec.alpha, eps, K)
-        reason = boosting.stop_reason(alpha, eps, bspec.alpha)
-        D_next = D if reason else boosting.update_weights(D, miss, alpha, round)
-    else:
-        alpha, reason, D_next = 1.0, None, D
+        stop = boosting.check_stop(alpha, eps, bspec.alpha, n_missed)
+        D_next = D if stop else boosting.update_weights(D, miss, alpha, bspec.alpha, round)
+    else:  # bagging: every expert weighs the same, whatever it misses
+        alpha, stop, D_next = 1.0, None, D
+    kept = stop is None or stop.keeps_expert
     record.update({
-        "eps": eps, "alpha": alpha, "n_missed": int(miss.sum()), "stopped": reason is not None,
-        "stop_reason": f"round {round}: {reason}" if reason else None,
+        "eps": eps, "alpha": alpha, "n_missed": n_missed, "stopped": not kept,
+        "stop_reason": f"round {round}: {stop.reason}" if stop else None,
+        "perfect_fit": var.boosted and n_missed == 0,
+        "missed_mass_after_update": float((D_next * miss.to(torch.float64)).sum()),
         "weight_entropy": boosting.weight_entropy(D_next), "weight_top10_share": boosting.top_share(D_next),
         "tokens_processed": fit_stats["tokens_processed"] + count_tokens(tokenizer, rows, spec.max_length),
         "wall_time_s": time.perf_counter() - start,
     })
-    _save(out, None if reason else model, tokenizer, uids, offsets, D_next, record, fit_stats)
+    _save(out, model if kept else None, tokenizer, uids, offsets, D_next, record, fit_stats)
     shutil.rmtree(ckpt)
     _record(cfg, out, weak, inputs, record, fit_stats)

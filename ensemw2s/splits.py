@@ -1,10 +1,13 @@
 """Difficulty ratings, seeded disjoint splits and the leak check: `prepare_data` writes one dataset's splits.
 
 A difficulty strategy gives every example a score (larger = harder) and an easy/hard flag. Easy rows
-fill weak_train, val, test_id; hard rows fill student_pool, test_ood. Rows sharing a uid (the same
-question text) always move together, in the folds of the model rater as in the splits, so a question
-never sits on both sides of a train/test or rater-train/rated boundary. The gold answers of
-student_pool are written apart (`gold/`), for the ceiling alone. Same inputs, same bytes.
+fill weak_train, val, test_id; hard rows fill test_ood; student_pool comes from the tier the dataset's
+`student_pool` names (easy by default: the W2S protocol, where the weak supervisor labels held-out
+questions of its own training distribution). Rows sharing a uid (the same question text) always move
+together, in the folds of the model rater as in the splits, so a question never sits on both sides of a
+train/test or rater-train/rated boundary. The gold answers of student_pool are written apart (`gold/`),
+for the ceiling alone; its public rows keep only the fields of `POOL_FIELDS`, and `read_pool` (the one
+reader of student_pool) refuses any other. Same inputs, same bytes.
 
 Trains nothing itself: the `model` strategy's rater fine-tunes through ensemw2s.training.
 """
@@ -22,14 +25,23 @@ from ensemw2s import provenance
 from ensemw2s.config import SPLITS, Config, DifficultySpec, as_dict, stable_hash
 from ensemw2s.data import DATASETS, DatasetEntry
 from ensemw2s.errors import UserError
-from ensemw2s.io import atomic_dir, sha256_file, write_json, write_jsonl
+from ensemw2s.io import atomic_dir, read_jsonl, sha256_file, write_json, write_jsonl
 from ensemw2s.registry import Registry
 
-EASY_SPLITS = ("weak_train", "val", "test_id")
-HARD_SPLITS = ("student_pool", "test_ood")
+# datasets[].student_pool -> the splits each difficulty tier fills, in fill order (weak_train, val and
+# test_id come first, so they are the same rows whichever tier the pool is drawn from)
+TIERS = {
+    "easy": {"easy": ("weak_train", "val", "test_id", "student_pool"), "hard": ("test_ood",)},
+    "hard": {"easy": ("weak_train", "val", "test_id"), "hard": ("student_pool", "test_ood")},
+}
 HELD_OUT = ("student_pool", "test_id", "test_ood")  # must share no question with weak_train or val
-GOLD_FIELDS = ("answer", "gold")  # hidden from student_pool with the dataset's own answer fields
-GOLD_FILE = "gold/student_pool.jsonl"
+GOLD_DIR = "gold"
+GOLD_FILE = f"{GOLD_DIR}/student_pool.jsonl"
+# The only fields a student_pool row may carry. Anything else may reveal gold (answer, gold, SciQ's
+# distractors, ARC's answerKey) or hint at it (SciQ's `support` passage, which usually contains the
+# answer; `difficulty`, the rater's loss on the gold answer or the answer's length; the synthetic
+# task's `rarity`), so the pool is written from this list, not by deleting known fields.
+POOL_FIELDS = ("uid", "prompt", "choices", "source")
 
 Rater = Callable[[list[dict], list[dict]], list[float]]  # (train rows, rows to score) -> difficulty per row
 
@@ -153,11 +165,12 @@ def _fill(groups: list[list[int]], size: int) -> tuple[list[list[int]], list[lis
     return taken, rest
 
 
-def assign_splits(rows: list[dict], hard: list[bool], sizes: dict[str, int], seed: int, dataset: str) -> dict[str, list[int]]:
-    """Split name -> row indices. Seeded and uid-grouped: easy questions fill the easy splits, hard
-    ones the hard splits; a split too small for its size is a UserError naming both numbers."""
+def assign_splits(rows: list[dict], hard: list[bool], sizes: dict[str, int], seed: int, dataset: str,
+                  student_pool: str) -> dict[str, list[int]]:
+    """Split name -> row indices. Seeded and uid-grouped: each tier's questions fill its splits of
+    `TIERS[student_pool]`; a split too small for its size is a UserError naming both numbers."""
     out: dict[str, list[int]] = {}
-    for tier, names in (("easy", EASY_SPLITS), ("hard", HARD_SPLITS)):
+    for tier, names in TIERS[student_pool].items():
         groups: dict[str, list[int]] = defaultdict(list)
         for i, (row, h) in enumerate(zip(rows, hard)):
             if h == (tier == "hard"):
@@ -171,8 +184,9 @@ def assign_splits(rows: list[dict], hard: list[bool], sizes: dict[str, int], see
                 raise UserError(
                     f"dataset {dataset!r}: split {name} needs {sizes[name]} {tier} rows but only "
                     f"{sum(map(len, pending))} are left ({available} {tier} rows available, "
-                    f"{sum(sizes[n] for n in names)} requested for {' + '.join(names)}); lower "
-                    f"datasets[].sizes.{name}, or move difficulty.hard_fraction"
+                    f"{sum(sizes[n] for n in names)} requested for {' + '.join(names)}, with "
+                    f"student_pool: {student_pool}); lower datasets[].sizes.{name}, move "
+                    f"difficulty.hard_fraction, or draw the pool from the other tier (datasets[].student_pool)"
                 )
             out[name] = [i for group in taken for i in group]
             pending = rest
@@ -190,10 +204,43 @@ def check_no_leak(splits: dict[str, list[dict]]) -> None:
                 raise LeakError(f"question uid {row['uid']} is in both {first} and {name}")
 
 
-def public_row(row: dict, entry: DatasetEntry) -> dict:
-    """A student_pool row without anything that reveals gold."""
-    hidden = set(GOLD_FIELDS) | set(entry.answer_fields)
-    return {k: v for k, v in row.items() if k not in hidden}
+def refuse_gold(path: str | Path) -> Path:
+    """Raise unless `path` lies outside a split directory's gold/ folder; return it."""
+    path = Path(path)
+    if path.resolve().parent.name == GOLD_DIR:
+        raise UserError(
+            f"{path}: the gold answers of student_pool are read only by the ceiling "
+            f"(`ensemw2s train-student --gold`); experts and students must not see them"
+        )
+    return path
+
+
+def pool_row(row: dict) -> dict:
+    """A student_pool row as written: the fields of POOL_FIELDS only."""
+    return {k: row[k] for k in POOL_FIELDS if k in row}
+
+
+def read_pool(data: str | Path, required: tuple[str, ...] = ("uid", "prompt")) -> list[dict]:
+    """student_pool rows of a split directory, each checked to carry only POOL_FIELDS and `required`.
+
+    The one reader of student_pool (pseudo-labels, students, the ceiling): a field outside the
+    allow-list means the splits were written by older code or edited, and may leak gold.
+    """
+    path = Path(data) / "student_pool.jsonl"
+    if path.resolve().parent.name == GOLD_DIR:
+        raise UserError(f"{path}: a reader of student_pool must not read the gold answers (only "
+                        f"`train-student --gold` does); pass the split directory (the parent of gold/) as --data")
+    rows = read_jsonl(path)
+    for lineno, row in enumerate(rows, 1):
+        extra = [k for k in row if k not in POOL_FIELDS]
+        if extra:
+            raise UserError(f"{path} row {lineno}: field(s) {', '.join(extra)} are not in the student_pool "
+                            f"allow-list ({', '.join(POOL_FIELDS)}); other fields may reveal or hint at the gold "
+                            f"answer. Regenerate the splits with `ensemw2s prepare-data`")
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise UserError(f"{path} row {lineno}: missing field(s) {', '.join(missing)}")
+    return rows
 
 
 def rate_examples(examples: list[dict], ctx: Context) -> list[dict]:
@@ -242,19 +289,20 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
 
     examples = subsample(entry.examples(spec, cfg.data_dir), spec.subsample, seed)
     rows = rate_examples(examples, Context(entry, spec.difficulty, seed, make_rater))
-    index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset)
+    index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset, spec.student_pool)
     splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
     check_no_leak(splits)
     pool = splits["student_pool"]
     with atomic_dir(out) as tmp:
         for name in SPLITS:
-            write_jsonl(tmp / f"{name}.jsonl", [public_row(r, entry) for r in pool] if name == "student_pool" else splits[name])
+            write_jsonl(tmp / f"{name}.jsonl", [pool_row(r) for r in pool] if name == "student_pool" else splits[name])
         write_jsonl(tmp / GOLD_FILE, [{"uid": r["uid"], "answer": r["answer"], "gold": r["gold"]} for r in pool])
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*.jsonl"))}
         write_json(tmp / "manifest.json", {
             "dataset": dataset,
             "seed": seed,
             "strategy": as_dict(spec.difficulty),
+            "student_pool": spec.student_pool,
             "sizes": {name: len(splits[name]) for name in SPLITS},
             "rows": {"all": len(rows), "hard": sum(r["hard"] for r in rows)},
             "config_hash": stable_hash(as_dict(spec)),
@@ -269,5 +317,6 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
         inputs += [rater_model] if rater_model is not None else []
     provenance.record(out, cfg, keys, inputs, {
         "step": "prepare_data", "dataset": dataset, "seed": seed, "load_from": spec.load_from,
+        "student_pool": spec.student_pool,
         "sizes": {name: len(splits[name]) for name in SPLITS}, "wall_time_s": time.perf_counter() - start,
     })

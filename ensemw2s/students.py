@@ -2,7 +2,11 @@
 
 This module owns the gold answers of student_pool (`<data>/gold/student_pool.jsonl`): `read_gold` is
 the only function in the package that reads them, and only for the ceiling. Every other loader of
-training rows calls `refuse_gold` on its paths.
+training rows calls `splits.refuse_gold` on its paths.
+
+A student sees only what its supervisor gives it: the ensemble's answers for student_pool and, to
+choose its epoch (`select_on_val`), the same ensemble's answers for val (`--val-labels`); it never
+reads val.jsonl, whose answers are gold. Only the ceiling selects on gold val.
 """
 from __future__ import annotations
 
@@ -18,38 +22,15 @@ from ensemw2s.config import Config
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
+from ensemw2s.splits import GOLD_DIR, GOLD_FILE, read_pool, refuse_gold
 from ensemw2s.training import FIT_STATS, fit, read_fit_stats
-
-GOLD_DIR = "gold"
-
-
-def refuse_gold(path: str | Path) -> Path:
-    """Raise unless `path` lies outside a split directory's gold/ folder; return it."""
-    path = Path(path)
-    if path.resolve().parent.name == GOLD_DIR:
-        raise UserError(
-            f"{path}: the gold answers of student_pool are read only by the ceiling "
-            f"(`ensemw2s train-student --gold`); experts and students must not see them"
-        )
-    return path
 
 
 def read_gold(data: str | Path, role: str) -> list[dict]:
     """Gold rows (uid, answer, gold) of student_pool: for the ceiling, and for nothing else."""
     if role != "ceiling":
         raise UserError(f"role {role!r} asked for the gold answers of student_pool; only the ceiling may read them")
-    return read_jsonl(Path(data) / GOLD_DIR / "student_pool.jsonl")
-
-
-def read_pool(data: str | Path) -> list[dict]:
-    """student_pool questions; a row that carries an answer means gold leaked into the pool."""
-    path = refuse_gold(Path(data) / "student_pool.jsonl")
-    rows = read_jsonl(path)
-    for i, row in enumerate(rows):
-        if "answer" in row:
-            raise UserError(f"{path} line {i + 1}: student_pool rows must not carry an answer (gold leaked "
-                            f"into the pool); rerun `ensemw2s prepare-data`")
-    return rows
+    return read_jsonl(Path(data) / GOLD_FILE)
 
 
 def answer_pool(pool: list[dict], answers: list[dict], source: str, complete: bool) -> list[dict]:
@@ -97,14 +78,51 @@ def training_rows(data: str | Path, labels: str | Path | None, gold: bool) -> tu
     return "student", answer_pool(pool, read_jsonl(refuse_gold(labels)), str(labels), complete=False)
 
 
+def selection_rows(data: str | Path, role: str, val_labels: str | Path | None,
+                   select_on_val: bool) -> tuple[Path | None, list[dict] | None]:
+    """(file, rows) the epoch is selected on: the supervisor's val answers for a student, gold val for
+    the ceiling; (None, None) without select_on_val (a fixed number of epochs)."""
+    if not select_on_val:
+        if val_labels is not None:
+            raise UserError("--val-labels given but training.student.select_on_val is false (students train a "
+                            "fixed number of epochs); drop --val-labels or set select_on_val: true")
+        return None, None
+    if role == "ceiling":
+        if val_labels is not None:
+            raise UserError("the ceiling selects its epoch on val's gold answers; drop --val-labels")
+        path = refuse_gold(Path(data) / "val.jsonl")
+        return path, read_jsonl(path)
+    if val_labels is None:
+        raise UserError("a student selects its epoch only on its supervisor's answers for val: pass --val-labels "
+                        "(the file `ensemw2s pseudo-label --val-out` writes), or set "
+                        "training.student.select_on_val: false to train a fixed number of epochs")
+    path = refuse_gold(val_labels)
+    rows = read_jsonl(path)
+    for lineno, row in enumerate(rows, 1):
+        if "gold" in row:
+            raise UserError(f"{path} row {lineno}: carries `gold`, so it is a split with gold answers, not the "
+                            f"supervisor's; a student selects only on `ensemw2s pseudo-label --val-out` answers")
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("answer"), str) or not row["answer"].strip():
+            raise UserError(f"{path} row {lineno}: a val label row needs a prompt and a non-empty answer "
+                            f"(as `ensemw2s pseudo-label --val-out` writes them)")
+    if not rows:
+        raise UserError(f"{path}: no val answers to select on (the supervisor's answers were all empty); set "
+                        f"training.student.select_on_val: false to train a fixed number of epochs")
+    return path, rows
+
+
 def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: str | Path,
-                  labels: str | Path | None, gold: bool, out: str | Path) -> None:
-    """Fine-tune the strong base on student_pool (pseudo or gold answers); write out/model + out/train.json."""
+                  labels: str | Path | None, gold: bool, out: str | Path,
+                  val_labels: str | Path | None = None) -> None:
+    """Fine-tune the strong base on student_pool (pseudo or gold answers); write out/model + out/train.json.
+
+    val_labels: the supervisor's answers for val, which a student selects its epoch on (select_on_val).
+    """
     start = time.perf_counter()
     data, out = Path(data), Path(out)
     spec, mspec = cfg.student_training, cfg.model(strong)
     role, rows = training_rows(data, labels, gold)
-    val = read_jsonl(refuse_gold(data / "val.jsonl")) if spec.select_on_val else None
+    selected_on, val = selection_rows(data, role, val_labels, spec.select_on_val)
     base = Path(base).resolve() if Path(base).exists() else base  # adapters record their base: keep it absolute
     tokenizer = load_tokenizer(base)
     set_seed(seed)  # LoRA initialisation
@@ -116,6 +134,7 @@ def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: s
         raise UserError(f"train-student ({role} {strong}, seed {seed}): {exc}") from None
     fit_stats = read_fit_stats(ckpt)
     summary = {"role": role, "n_rows": len(rows), "seed": seed, "tokens_processed": fit_stats["tokens_processed"],
+               "selected_on": None if selected_on is None else str(selected_on),
                "wall_time_s": time.perf_counter() - start}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp / "model")
@@ -123,8 +142,8 @@ def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: s
         write_json(tmp / "train.json", summary)
         write_json(tmp / FIT_STATS, fit_stats)  # kept after the checkpoints go: e.g. whether training resumed
     shutil.rmtree(ckpt)
-    answers = Path(data) / GOLD_DIR / "student_pool.jsonl" if gold else Path(labels)
-    inputs = [answers, data / "student_pool.jsonl", *([data / "val.jsonl"] if val is not None else []),
+    answers = data / GOLD_FILE if gold else Path(labels)
+    inputs = [answers, data / "student_pool.jsonl", *([selected_on] if selected_on is not None else []),
               *([base] if isinstance(base, Path) else [])]
     provenance.record(out, cfg, [f"models.{strong}", "training.student"], inputs,
                       {"step": "train_student", **summary, "resumed_from": fit_stats["resumed_from"]})

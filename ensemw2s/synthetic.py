@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "n_syllables": 16,  # syllables per name slot (= distinct answers per relation)
     "popularity_ratio": 20.0,  # corpus frequency of a slot's most popular syllable / its least popular
     "easy_fraction": 0.5,  # share of each slot's syllables (the most popular) whose questions are easy
-    "n_questions": 1600,  # questions sampled from all (creature, relation) pairs
+    "n_questions": 2400,  # questions sampled from all (creature, relation) pairs: ~1,170 easy, enough for
+    # weak_train + val + test_id + an easy student_pool at the default sizes (900 easy rows)
     "n_choices": 4,
     "creatures_per_doc": 2,  # creatures described by one corpus document
     "qa_fraction": 0.5,  # share of corpus documents written as question-answer pairs (a FAQ page)

@@ -5,6 +5,10 @@ Training text is `prompt + " " + answer + eos` (docs/architecture.md): answer to
 callers hand `fit` one loss multiplier per answer token (resample counts, n * D, bootstrap counts),
 or None for plain SFT. Loss = sum(multiplier * CE) / (answer tokens in the batch).
 
+Test hook: with the environment variable ENSEMW2S_KILL_AFTER_FIRST_SAVE=1, `fit` SIGKILLs its own process
+right after its first checkpoint is complete on disk, as a preemption would at that point
+(tests/test_end_to_end.py kills a real `train-expert` this way, at a defined step, not after a sleep).
+
 Trainer's `compute_loss_func` receives only (outputs, labels, num_items_in_batch) (transformers
 5.24), so a token_weights column can never reach it; `_WeightedTrainer.compute_loss`, the seam
 Trainer documents for losses that need other inputs, is the one method overridden.
@@ -12,7 +16,9 @@ Trainer documents for losses that need other inputs, is the one method overridde
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +36,7 @@ from ensemw2s.io import read_json, write_json
 IGNORE = -100  # label of prompt and padding positions (no loss)
 FIT_STATS = "fit.json"  # written into fit's out_dir: tokens_processed, steps, val losses
 FIT_KEY = "fit_inputs.json"  # identity of the inputs a checkpoint directory belongs to
+KILL_AFTER_FIRST_SAVE = "ENSEMW2S_KILL_AFTER_FIRST_SAVE"  # test hook (module docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +197,14 @@ class _SaveEvery(TrainerCallback):
         return control
 
 
+class _KillAfterFirstSave(TrainerCallback):
+    """SIGKILL this process once the first checkpoint is written: Trainer calls on_save after the
+    checkpoint, trainer_state.json included, is on disk and older ones are rotated away."""
+
+    def on_save(self, args, state, control, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ---------------------------------------------------------------------------------------------
 # fit
 
@@ -306,7 +321,8 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
         eval_dataset=val,
         data_collator=WeightedCollator(tokenizer, spec.max_length),
         processing_class=tokenizer,
-        callbacks=[_SaveEvery(spec.save_steps)] if select else None,
+        callbacks=([_SaveEvery(spec.save_steps)] if select else [])
+                  + ([_KillAfterFirstSave()] if os.environ.get(KILL_AFTER_FIRST_SAVE) == "1" else []),
     )
     trainer.train(resume_from_checkpoint=resume)
     state = trainer.state

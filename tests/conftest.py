@@ -5,6 +5,9 @@ Everything is built in-process in seconds; nothing is downloaded.
 from __future__ import annotations
 
 import copy
+import math
+import os
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,83 @@ from ensemw2s.models import build_tiny_model, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# CI's second step sets it after `make setup-gguf`: there, a skipped test is a failure (nothing optional
+# may silently go untested)
+REQUIRE_EXTRAS = "ENSEMW2S_REQUIRE_EXTRAS"
+
+
+def _no_skip(report) -> None:
+    """With ENSEMW2S_REQUIRE_EXTRAS=1 a skip (of a test or of a whole module) becomes a failure that
+    keeps the skip's reason."""
+    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get(REQUIRE_EXTRAS) == "1":
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but {REQUIRE_EXTRAS}=1 allows no skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _no_skip((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    _no_skip((yield).get_result())
+
+
+def installed_version(dist: str) -> str:
+    """The installed version of an optional distribution; skips the test (naming the fix) when absent."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"optional package {dist} is not installed; `make setup-gguf` installs it")
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 tolerances
+
+U32 = 2.0**-24  # unit roundoff of float32
+# The longest chain of float32 accumulations in a forward of the fixtures' tiny models (TINY and
+# BASE_CONFIG: hidden 32, head dim 8, intermediate 64, 2 layers, sequences <= 64 tokens, LoRA rank <= 8),
+# per layer: norm 32 + q/k/v projection 32 + LoRA 32 + 8 + attention scores 8 + softmax 64 + attention
+# values 64 + o projection 32 + norm 32 + gate/up 32 + down 64 = 400; 2 layers, final norm 32, lm head 32.
+TINY_FORWARD_OPS = 2 * 400 + 32 + 32
+
+
+def float32_tolerance(magnitude: float, ops: int) -> float:
+    """Bound on |a - b| for two float32 evaluations of one quantity of size `magnitude` that round
+    differently (another CPU's vector width or kernel blocking, a stacked vs a separate matmul, other
+    batch shapes): each is within gamma_ops ~ ops * u of the exact value, relative to the magnitudes it
+    accumulates (Higham, Accuracy and Stability of Numerical Algorithms, 2002, ch. 3), so the two differ
+    by at most 2 * ops * u * magnitude."""
+    return 2 * ops * U32 * magnitude
+
+
+def output_tolerance(values: torch.Tensor, vocab: int = 0) -> float:
+    """Tolerance for the comparison of tiny models' outputs (any shape), relative to the largest |value|
+    compared: logits (vocab 0: the forward's chain) or log-probabilities (plus the sum over the vocab)."""
+    return float32_tolerance(float(values.abs().max()), TINY_FORWARD_OPS + vocab)
+
+
+def loglikelihood_tolerance(value: float, n_tokens: int, vocab: int) -> float:
+    """Tolerance for a tiny model's log-likelihood of an n_tokens continuation: a sum of n_tokens
+    log-softmax terms, each computed from max-shifted logits whose two parts (x_gold - max and
+    log sum exp(x - max)) are at most |log p| and log(vocab), so the magnitude accumulated is
+    |value| + n_tokens * log(vocab), over the forward's chain, the vocabulary sum and the token sum."""
+    return float32_tolerance(abs(value) + n_tokens * math.log(vocab), TINY_FORWARD_OPS + vocab + n_tokens)
+
+
+def assert_loglikelihoods_close(got: list[float], want: list[float], n_tokens: list[int], vocab: int) -> None:
+    """got[i] == want[i] within loglikelihood_tolerance of want[i] (one tolerance per request)."""
+    assert len(got) == len(want) == len(n_tokens)
+    for i, (g, w, n) in enumerate(zip(got, want, n_tokens)):
+        tol = loglikelihood_tolerance(w, n, vocab)
+        assert abs(g - w) <= tol, f"request {i}: {g} vs {w}, |difference| {abs(g - w):.3g} > tolerance {tol:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny models and configs
 
 TOKENIZER_TEXTS = [
     "Question: What color is the zorblat? Answer: bright red",

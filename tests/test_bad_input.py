@@ -363,6 +363,16 @@ def test_pseudo_labels_with_an_empty_answer(fails, tmp_path, tiny_model_dir):
     fails(student_argv(tmp_path, data, tiny_model_dir, labels), str(labels), f"uid {pool[1]['uid']}", "empty")
 
 
+def test_a_student_without_its_supervisors_val_answers(fails, tmp_path, tiny_model_dir):
+    data = write_split_dir(tmp_path / "data")
+    pool = [json.loads(line) for line in (data / "student_pool.jsonl").read_text().splitlines()]
+    labels = tmp_path / "labels.jsonl"
+    write_jsonl(labels, [{"uid": r["uid"], "prompt": r["prompt"], "answer": "red"} for r in pool])
+    fails(student_argv(tmp_path, data, tiny_model_dir, labels), "pass --val-labels", "select_on_val: false")
+    fails([*student_argv(tmp_path, data, tiny_model_dir, labels), "--val-labels", data / "gold" / "student_pool.jsonl"],
+          "read only by the ceiling")
+
+
 def test_a_student_reading_gold(fails, tmp_path, tiny_model_dir):
     data = write_split_dir(tmp_path / "data")
     fails(student_argv(tmp_path, data, tiny_model_dir, data / "gold" / "student_pool.jsonl"),

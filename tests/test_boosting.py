@@ -41,8 +41,8 @@ def test_hand_worked_round_samme_k4():
     # log((1 - 2/7) / (2/7)) + log(4 - 1) = log(5/2) + log(3) = log(7.5)
     assert math.log(4 - 1) == pytest.approx(1.0986122886681098)
     assert alpha == pytest.approx(2.0149030205422647)
-    assert boosting.stop_reason(alpha, eps, "samme") is None
-    D2 = boosting.update_weights(D, MISS, alpha, round=1)
+    assert boosting.check_stop(alpha, eps, "samme", n_missed=2) is None
+    D2 = boosting.update_weights(D, MISS, alpha, "samme", round=1)
     # missed: (1/7) * 7.5, kept: 1/7; Z = (5 * 1 + 2 * 7.5) / 7 = 20/7
     # -> missed 7.5/20 = 0.375, kept 1/20 = 0.05; the missed tokens now hold 1 - 1/K = 0.75 of the mass
     expected = torch.tensor([0.05, 0.375, 0.05, 0.05, 0.05, 0.375, 0.05], dtype=torch.float64)
@@ -56,11 +56,29 @@ def test_hand_worked_round_adaboost():
     alpha = boosting.alpha("adaboost", eps, k=4)  # K plays no part
     # 0.5 * log((5/7) / (2/7)) = 0.5 * log(2.5)
     assert alpha == pytest.approx(0.45814536593707755)
-    D2 = boosting.update_weights(D, MISS, alpha, round=1)
-    # exp(alpha) = sqrt(2.5); Z = (5 + 2 sqrt(2.5)) / 7 = (5 + sqrt(10)) / 7
-    # -> kept 1 / (5 + sqrt(10)) = 0.12251482265544136, missed sqrt(2.5) / (5 + sqrt(10)) = 0.19371294336139655
-    k, m = 0.12251482265544136, 0.19371294336139655
-    assert torch.allclose(D2, torch.tensor([k, m, k, k, k, m, k], dtype=torch.float64), atol=1e-12)
+    D2 = boosting.update_weights(D, MISS, alpha, "adaboost", round=1)
+    # binary AdaBoost's exp(-alpha y h): a miss is multiplied by exp(2 alpha) = 2.5 relative to a hit;
+    # Z = (5 + 2 * 2.5) / 7 = 10/7 -> kept 1/10, missed 2.5/10 = 1/4: the misses hold exactly 1/2
+    # (exp(alpha) alone would leave them 2 sqrt(2.5) / (5 + 2 sqrt(2.5)) = 0.387)
+    assert torch.allclose(D2, torch.tensor([0.1, 0.25, 0.1, 0.1, 0.1, 0.25, 0.1], dtype=torch.float64), atol=1e-15)
+    assert D2[MISS].sum().item() == pytest.approx(0.5, abs=1e-15)
+
+
+def test_adaboost_update_leaves_half_the_mass_on_the_misses_at_small_eps():
+    # non-uniform D (the samme round above), one missed token of weight 0.05: eps = 0.05, alpha = 0.5 log(19)
+    D = torch.tensor([0.05, 0.375, 0.05, 0.05, 0.05, 0.375, 0.05], dtype=torch.float64)
+    miss = torch.tensor([1, 0, 0, 0, 0, 0, 0], dtype=torch.bool)
+    eps = boosting.weighted_error(D, miss, round=2)
+    assert eps == pytest.approx(0.05, abs=1e-15)
+    alpha = boosting.alpha("adaboost", eps, k=4)
+    assert alpha == pytest.approx(0.5 * math.log(19))
+    D3 = boosting.update_weights(D, miss, alpha, "adaboost", round=2)
+    # missed 0.05 * 19 = 0.95, kept 0.95; Z = 1.9 -> missed 0.5, kept 0.375/1.9 and 0.05/1.9
+    # (exp(alpha) alone: 0.05 sqrt(19) / (0.95 + 0.05 sqrt(19)) = 0.187 on the miss)
+    expected = torch.tensor([0.5, 0.375 / 1.9, 0.05 / 1.9, 0.05 / 1.9, 0.05 / 1.9, 0.375 / 1.9, 0.05 / 1.9],
+                            dtype=torch.float64)
+    assert torch.allclose(D3, expected, atol=1e-15)  # values <= 1, a few float64 roundings (~1e-16 each)
+    assert D3[miss].sum().item() == pytest.approx(0.5, abs=1e-15)
 
 
 def test_hand_worked_sequence_level_round():
@@ -73,7 +91,7 @@ def test_hand_worked_sequence_level_round():
     alpha = boosting.alpha("samme", eps, k=4)
     # log((3/7) / (4/7)) + log(3) = log(9/4) = 0.8109302162163288
     assert alpha == pytest.approx(0.8109302162163288)
-    D2 = boosting.update_weights(D, seq_miss, alpha, round=1)
+    D2 = boosting.update_weights(D, seq_miss, alpha, "samme", round=1)
     # missed 2.25/7, kept 1/7; Z = (4 * 2.25 + 3) / 7 = 12/7 -> missed 0.1875, kept 1/12
     expected = torch.tensor([0.1875, 0.1875, 1 / 12, 1 / 12, 1 / 12, 0.1875, 0.1875], dtype=torch.float64)
     assert torch.allclose(D2, expected, atol=1e-12)
@@ -83,15 +101,40 @@ def test_hand_worked_sequence_level_round():
     assert all(torch.equal(w, w[:1].expand_as(w)) for w in per_answer)
 
 
-def test_perfect_expert_is_clipped_and_leaves_weights_alone():
+def test_a_perfect_fit_takes_half_the_smallest_weight_as_eps_and_ends_boosting():
     D = uniform(7)
     none = torch.zeros(7, dtype=torch.bool)
     eps = boosting.weighted_error(D, none, round=2)
-    assert eps == 1e-10
+    assert eps == pytest.approx(1 / 14)  # half of 1/7, not the clip 1e-10 (which gives alpha = 24.1 at K = 4)
     alpha = boosting.alpha("samme", eps, k=4)
-    # log((1 - 1e-10) / 1e-10) + log(3) = 23.025850929840457 + 1.0986122886681098
-    assert alpha == pytest.approx(24.124463218508566)
-    assert torch.allclose(boosting.update_weights(D, none, alpha, round=2), D)
+    # log((13/14) / (1/14)) + log(3) = log(39), above the one-miss expert's log(6) + log(3) = log(18)
+    assert alpha == pytest.approx(math.log(39))
+    assert alpha > boosting.alpha("samme", boosting.weighted_error(D, MISS[[1, 0, 2, 3, 4, 0, 6]], round=2), k=4)
+    stop = boosting.check_stop(alpha, eps, "samme", n_missed=0)
+    assert stop.keeps_expert and stop.reason.startswith("perfect_fit: no answer token missed")
+    # the next round would see the same D (up to renormalising: a few float64 roundings of 1/7)
+    assert torch.allclose(boosting.update_weights(D, none, alpha, "samme", round=2), D, rtol=0, atol=1e-15)
+    # non-uniform D: the smallest weight is 0.05 -> eps = 0.025
+    D2 = torch.tensor([0.05, 0.375, 0.05, 0.05, 0.05, 0.375, 0.05], dtype=torch.float64)
+    assert boosting.weighted_error(D2, none, round=2) == pytest.approx(0.025)
+    # padded layout: prompt and padding (weight 0) are not the smallest token weight
+    padded = boosting.initial_weights(torch.tensor([[0, 1, 1], [0, 0, 1]], dtype=torch.bool))
+    assert boosting.weighted_error(padded, torch.zeros(2, 3, dtype=torch.bool), round=2) == pytest.approx(1 / 6)
+
+
+def test_weights_stay_positive_where_float32_would_flush_them_to_zero():
+    # token 0 never missed, token 1 always, alpha = log(1e10) each round (samme's update_scale is 1):
+    # D_t(0) = 1 / (1 + 1e10^t); after 5 rounds 1 / (1 + 1e50) = 1e-50 (1 - 1e-50)
+    D, miss = uniform(2), torch.tensor([0, 1], dtype=torch.bool)
+    for t in range(1, 6):
+        D = boosting.update_weights(D, miss, math.log(1e10), "samme", round=t)
+    # 5 factors exp(23.03), each with relative error <= 23.03 * 2^-53 ~ 3e-15: 1e-12 is loose
+    assert D[0].item() == pytest.approx(1e-50, rel=1e-12) and D[1].item() == pytest.approx(1.0, abs=1e-15)
+    assert D.float()[0].item() == 0.0  # float32 (smallest subnormal 1.4e-45) would lose the token
+    assert boosting.resample_counts(D, torch.Generator().manual_seed(0)).sum().item() == 2  # still n = 2 draws
+    # a weight that underflows even float64 (1e-300 / 1e30 < 4.9e-324) is an error, not a lost token
+    with pytest.raises(FloatingPointError, match=r"round 7: a token weight underflowed to 0 in float64.*fewer"):
+        boosting.update_weights(torch.tensor([1e-300, 1.0], dtype=torch.float64), miss, math.log(1e30), "samme", 7)
 
 
 def test_chance_or_worse_stops_boosting():
@@ -100,21 +143,21 @@ def test_chance_or_worse_stops_boosting():
     assert eps == 1 - 1e-10  # clipped from 1
     alpha = boosting.alpha("samme", eps, k=4)
     assert alpha < 0
-    reason = boosting.stop_reason(alpha, eps, "samme")
-    assert "no better than chance" in reason and "<= 0" in reason
+    stop = boosting.check_stop(alpha, eps, "samme", n_missed=7)
+    assert "no better than chance" in stop.reason and "<= 0" in stop.reason and not stop.keeps_expert
     # eps = 0.8 > 1 - 1/K = 0.75: log(0.2/0.8) + log(3) = log(0.75) < 0
     assert boosting.alpha("samme", 0.8, k=4) == pytest.approx(math.log(0.75))
-    assert boosting.stop_reason(boosting.alpha("samme", 0.8, k=4), 0.8, "samme") is not None
+    assert boosting.check_stop(boosting.alpha("samme", 0.8, k=4), 0.8, "samme", n_missed=5) is not None
     # at eps = 1 - 1/K exactly, alpha is 0 (chance level)
     assert boosting.alpha("samme", 0.75, k=4) == pytest.approx(0.0, abs=1e-12)
     # exactly at chance, rounding can leave alpha a hair above 0 (K = 9: +4.4e-16): still a stop
     for k in (9, 11, 12, 400, 49152):
         eps_chance = 1 - 1 / k
-        assert boosting.stop_reason(boosting.alpha("samme", eps_chance, k), eps_chance, "samme") is not None
-    assert boosting.stop_reason(boosting.alpha("samme", 0.74, k=4), 0.74, "samme") is None  # just better than chance
+        assert boosting.check_stop(boosting.alpha("samme", eps_chance, k), eps_chance, "samme", 3) is not None
+    assert boosting.check_stop(boosting.alpha("samme", 0.74, k=4), 0.74, "samme", 3) is None  # just better than chance
     # adaboost: chance is eps = 0.5, alpha = 0.5 log(1) = 0 -> stop
     assert boosting.alpha("adaboost", 0.5, k=4) == 0.0
-    assert boosting.stop_reason(0.0, 0.5, "adaboost") is not None
+    assert boosting.check_stop(0.0, 0.5, "adaboost", 3) is not None
 
 
 def test_non_finite_inputs_name_the_round():
@@ -123,7 +166,7 @@ def test_non_finite_inputs_name_the_round():
     with pytest.raises(FloatingPointError, match="round 3"):
         boosting.weighted_error(D, MISS, round=3)
     with pytest.raises(FloatingPointError, match="round 4"):
-        boosting.update_weights(D, MISS, 1.0, round=4)
+        boosting.update_weights(D, MISS, 1.0, "samme", round=4)
     inf = uniform(7)
     inf[0] = float("inf")
     with pytest.raises(FloatingPointError, match="round 2"):

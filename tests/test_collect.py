@@ -138,7 +138,16 @@ def test_columns_and_accuracy_rows_match_score_files(run):
                 assert row["n"] == str(N) and row["score"] == m
 
 
-def test_pgr_recomputed_from_accuracy_rows(run):
+def _per_example(rows_file_scores, **meta_kw):
+    """Per-example acc array of one score file picked by its meta."""
+    for path in rows_file_scores:
+        s = read_json(path)
+        if all(s["meta"].get(k) == v for k, v in meta_kw.items()):
+            return s
+    raise AssertionError(meta_kw)
+
+
+def test_pgr_is_a_ratio_of_paired_differences_with_the_gap_rule(run):
     *_, rows = run
     pgr_rows = find(rows, metric="pgr_vs_weak")
     # 2 seeds x 3 ensembles x 3 rounds x 3 splits x 3 scores
@@ -149,15 +158,103 @@ def test_pgr_recomputed_from_accuracy_rows(run):
         student = acc(role="student", ensemble=row["ensemble"], round=row["round"])
         weak = acc(role="expert", ensemble="boost", round=1)
         ceiling = acc(role="ceiling")
-        assert float(row["value"]) == pytest.approx((student - weak) / (ceiling - weak), rel=1e-8)
-        gap = one(rows, **{k: row[k] for k in ("role", "ensemble", "round", "seed", "eval_split", "score")},
-                  metric="gap_ceiling_minus_weak")
+        same = {k: row[k] for k in ("role", "ensemble", "round", "seed", "eval_split", "score")}
+        raw = one(rows, **same, metric="pgr_vs_weak_raw")
+        assert float(raw["value"]) == pytest.approx((student - weak) / (ceiling - weak), rel=1e-8)
+        gap = one(rows, **same, metric="gap_ceiling_minus_weak")
         assert float(gap["value"]) == pytest.approx(ceiling - weak, abs=1e-9)
-        assert float(row["ci_low"]) <= float(row["value"]) <= float(row["ci_high"])
+        resolved = float(gap["ci_low"]) > 0  # the gap rule: PGR only where the gap's CI excludes 0
+        assert (row["value"] != "") == resolved
+        if resolved:
+            assert row["value"] == raw["value"] and row["note"] == ""
+            assert float(row["ci_low"]) <= float(row["value"]) <= float(row["ci_high"])
+        else:
+            assert row["note"] in ("gap <= 0", "gap CI includes 0")
         supervisor = acc(role="ensemble", ensemble=row["ensemble"], round=row["round"])
-        vs_ens = one(rows, **{k: row[k] for k in ("role", "ensemble", "round", "seed", "eval_split", "score")},
-                     metric="pgr_vs_ensemble")
+        vs_ens = one(rows, **same, metric="pgr_vs_ensemble_raw")
         assert float(vs_ens["value"]) == pytest.approx((student - supervisor) / (ceiling - supervisor), rel=1e-8)
+
+
+def test_missing_pgr_names_its_reason(tmp_path, make_config):
+    root = tmp_path / "run"
+    meta = dict(dataset="d", seed=0, weak_model="", strong_model="", ensemble="", round=0)
+    at = lambda v: (lambda split, score: v)  # noqa: E731
+    files = [
+        score_file(root / "e.json", {**meta, "role": "expert", "weak_model": "w", "ensemble": "boost", "round": 1},
+                   at(0.5)),
+        score_file(root / "s.json", {**meta, "role": "student", "weak_model": "w", "strong_model": "s",
+                                     "ensemble": "boost", "round": 1}, at(0.55)),
+    ]
+    for name, ceiling, reason in (("small", 0.5333, "gap CI includes 0"), ("negative", 0.3, "gap <= 0")):
+        c = score_file(root / f"c-{name}.json", {**meta, "role": "ceiling", "strong_model": "s"}, at(ceiling))
+        rows = read_rows(write_metrics(make_config(), [*files, c], [], tmp_path / f"{name}.csv"))
+        for row in find(rows, metric="pgr_vs_weak"):
+            assert row["value"] == row["ci_low"] == row["ci_high"] == "" and row["note"] == reason
+        assert all(r["value"] != "" for r in find(rows, metric="pgr_vs_weak_raw"))  # the raw ratio is kept
+
+
+def test_comparisons_use_the_mcnemar_se_with_mde(run):
+    cfg, scores, *_, rows = run
+    row = one(rows, metric="improvement_vs_expert1", seed=0, ensemble="boost", round=3, eval_split="test_id",
+              score="acc")
+    ens = _per_example(scores, role="ensemble", ensemble="boost", round=3, seed=0)
+    h1 = _per_example(scores, role="expert", ensemble="boost", round=1, seed=0)
+    d = np.array(ens["splits"]["test_id"]["per_example"]["acc"]) - np.array(h1["splits"]["test_id"]["per_example"]["acc"])
+    se = 100 * math.sqrt(((d - d.mean()) ** 2).mean() / len(d))  # McNemar: population variance of d / n
+    assert float(row["value"]) == pytest.approx(100 * d.mean(), abs=1e-7)
+    assert float(row["ci_high"]) - float(row["value"]) == pytest.approx(1.959964 * se, rel=1e-5)
+    mde = one(rows, metric="improvement_vs_expert1_mde", seed=0, ensemble="boost", round=3, eval_split="test_id",
+              score="acc")
+    assert float(mde["value"]) == pytest.approx(2.801585 * se, rel=1e-5)
+
+
+def test_pooled_comparisons_are_seed_stratified(run):
+    cfg, scores, *_, rows = run
+    key = dict(ensemble="boost", round=3, eval_split="test_ood", score="acc")
+    diffs, variances = [], []
+    for seed in (0, 1):
+        ens = _per_example(scores, role="ensemble", ensemble="boost", round=3, seed=seed)
+        h1 = _per_example(scores, role="expert", ensemble="boost", round=1, seed=seed)
+        d = (np.array(ens["splits"]["test_ood"]["per_example"]["acc"])
+             - np.array(h1["splits"]["test_ood"]["per_example"]["acc"]))
+        diffs.append(100 * d.mean())
+        variances.append(100 ** 2 * ((d - d.mean()) ** 2).mean() / len(d))
+    pooled = one(rows, metric="improvement_vs_expert1", seed="all", **key)
+    assert float(pooled["value"]) == pytest.approx(np.mean(diffs), abs=1e-7)
+    se = math.sqrt(sum(variances)) / 2
+    assert float(pooled["ci_high"]) - float(pooled["value"]) == pytest.approx(1.959964 * se, rel=1e-5)
+    assert pooled["n"] == "2"
+    sd = one(rows, metric="improvement_vs_expert1_seed_sd", seed="all", **key)
+    assert float(sd["value"]) == pytest.approx(np.std(diffs, ddof=1), abs=1e-7)
+
+
+def test_pooled_pgr_is_a_ratio_of_pooled_differences_not_a_mean_of_pgrs(run):
+    *_, rows = run
+    key = dict(role="student", ensemble="boost", round=3, eval_split="test_ood", score="acc")
+    a = b = 0.0
+    per_seed = []
+    for seed in (0, 1):
+        acc = lambda **kw: float(one(rows, dataset="sciq", seed=seed, eval_split="test_ood", metric="acc",  # noqa: E731
+                                     **kw)["value"])
+        s, w, c = acc(role="student", ensemble="boost", round=3), acc(role="expert", ensemble="boost", round=1), \
+            acc(role="ceiling")
+        a, b = a + (s - w) / 2, b + (c - w) / 2
+        per_seed.append((s - w) / (c - w))
+    pooled = one(rows, metric="pgr_vs_weak_raw", seed="all", **key)
+    assert float(pooled["value"]) == pytest.approx(a / b, rel=1e-8)
+    assert a / b != pytest.approx(np.mean(per_seed), rel=1e-6)
+
+
+def test_students_carry_the_strong_base_reference(run):
+    *_, rows = run
+    same = dict(role="student", ensemble="boost", round=2, seed=0, eval_split="test_id", score="acc")
+    acc = lambda **kw: float(one(rows, dataset="sciq", seed=0, eval_split="test_id", metric="acc", **kw)["value"])  # noqa: E731
+    strong, weak, ceiling = acc(role="strong_base"), acc(role="expert", ensemble="boost", round=1), acc(role="ceiling")
+    raw = one(rows, metric="pgr_strong_base_vs_weak_raw", **same)
+    assert float(raw["value"]) == pytest.approx((strong - weak) / (ceiling - weak), rel=1e-8)
+    gain = one(rows, metric="improvement_vs_strong_base", **same)
+    assert float(gain["value"]) == pytest.approx(100 * (acc(role="student", ensemble="boost", round=2) - strong),
+                                                 abs=1e-7)
 
 
 def test_improvements_in_points(run):
@@ -175,16 +272,45 @@ def test_improvements_in_points(run):
     assert float(boost3["ci_low"]) <= float(boost3["value"]) <= float(boost3["ci_high"])
 
 
+def test_best_round_can_be_round_one(tmp_path, make_config):
+    """h_1 is best on val and the ensemble is scored at r = 2, 3 only (as the workflow does): r* = 1."""
+    root = tmp_path / "run"
+    meta = dict(dataset="d", seed=0, weak_model="w", strong_model="", ensemble="boost")
+    val_acc = {1: 0.9, 2: 0.9, 3: 0.875}  # the committed real run's SciQ val accuracies: tie -> smaller r
+    files = [score_file(root / "e1.json", {**meta, "role": "expert", "round": 1}, lambda split, score: val_acc[1])]
+    files += [score_file(root / f"ens{r}.json", {**meta, "role": "ensemble", "round": r},
+                         lambda split, score, r=r: val_acc[r]) for r in (2, 3)]
+    rows = read_rows(write_metrics(make_config(), files, [], tmp_path / "m.csv"))
+    assert one(rows, metric="best_round", role="ensemble", ensemble="boost", score="acc")["value"] == "1"
+    r1 = one(rows, metric="acc", role="ensemble", ensemble="boost", round=1, eval_split="val")
+    assert float(r1["value"]) == pytest.approx(0.9)  # the ensemble of one expert is h_1
+    gain = one(rows, metric="improvement_vs_expert1", ensemble="boost", round=1, eval_split="val", score="acc")
+    assert float(gain["value"]) == 0.0
+    assert not find(rows, metric="tokens_processed", role="ensemble", round=1)  # h_1's tokens are counted once
+
+
+def test_pseudo_label_sanity_rows(tmp_path, make_config):
+    scores, _ = fake_run(tmp_path / "run", seeds=(0,), rounds=1, ensembles=("boost",), variants=("boost",))
+    meta = tmp_path / "run" / "pseudo" / "gpt2" / "sciq" / "s0" / "boost" / "r1.jsonl.meta.json"
+    write_json(meta, {"n": 38, "n_pool": 40, "empty_answers": 2, "truncated": 10, "matches_choice": 30,
+                      "mean_answer_tokens": 3.5, "tokens_generated": 140})
+    rows = read_rows(write_metrics(make_config(), scores, [], tmp_path / "m.csv", [meta]))
+    got = {r["metric"]: float(r["value"]) for r in find(rows, eval_split="student_pool", role="ensemble",
+                                                         ensemble="boost", round=1, weak_model="gpt2")}
+    assert got == {"pseudo_truncated_share": 0.25, "pseudo_choice_match_share": 0.75, "pseudo_empty_share": 0.05,
+                   "pseudo_mean_answer_tokens": 3.5}
+
+
 def test_best_round_is_argmax_of_val(run):
     *_, rows = run
     for row in find(rows, metric="best_round"):
-        val = {int(r["round"]): float(r["value"]) for r in find(rows, role=row["role"], ensemble=row["ensemble"],
-                                                              seed=row["seed"], eval_split="val", metric=row["score"],
-                                                              strong_model=row["strong_model"])}
+        val = {int(r["round"]): float(r["value"]) for r in find(rows, role="ensemble", ensemble=row["ensemble"],
+                                                              seed=row["seed"], eval_split="val", metric=row["score"])}
         top = max(val.values())
         assert int(row["value"]) == min(r for r, v in val.items() if v == top)
         assert row["eval_split"] == "val" and row["round"] == "0"
     assert one(rows, metric="best_round", role="ensemble", ensemble="boost", seed="all", score="acc")["value"] == "3"
+    assert not find(rows, metric="best_round", role="student")  # students are read at their supervisor's r*
 
 
 def test_seed_rows_are_means_with_t_intervals(run):
@@ -235,7 +361,8 @@ def test_zero_gap_gives_empty_pgr_not_inf(tmp_path, make_config):
     ]
     rows = read_rows(write_metrics(make_config(), files, [], tmp_path / "m.csv"))
     pgr = find(rows, metric="pgr_vs_weak")
-    assert pgr and all(r["value"] == "" for r in pgr)
+    assert pgr and all(r["value"] == "" and r["note"] == "gap <= 0" for r in pgr)
+    assert all(r["value"] == "" for r in find(rows, metric="pgr_vs_weak_raw"))
     assert all(float(r["value"]) == 0.0 for r in find(rows, metric="gap_ceiling_minus_weak"))
     assert "inf" not in (tmp_path / "m.csv").read_text()
 

@@ -32,7 +32,7 @@ def test_dataset_entries_merge_over_registry_defaults(make_config):
     sciq, synth = cfg.datasets
     assert sciq.sizes["val"] == 7 and sciq.sizes["weak_train"] == 2000
     assert sciq.difficulty.strategy == "length" and sciq.difficulty.hard_fraction == 0.3
-    assert synth.options["world_seed"] == 5 and synth.options["n_questions"] == 1600
+    assert synth.options["world_seed"] == 5 and synth.options["n_questions"] == 2400
     assert cfg.dataset("arc").difficulty.strategy == "source"  # inactive datasets take the registry's defaults
 
 
@@ -55,6 +55,8 @@ def test_wrong_type_names_the_key_path():
         config.from_dict(bad)
     with pytest.raises(ConfigError, match=r"config key datasets\[0\].sizes.val: -1 is less than the minimum of 1"):
         config.from_dict(raw(datasets=[{"name": "synthetic", "sizes": {"val": -1}}]))
+    with pytest.raises(ConfigError, match=r"config key datasets\[0\].student_pool: 'medium' is not one of \['easy', 'hard'\]"):
+        config.from_dict(raw(datasets=[{"name": "synthetic", "student_pool": "medium"}]))
 
 
 def test_unknown_model_in_pairs():

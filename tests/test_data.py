@@ -73,9 +73,9 @@ def test_every_dataset_formats_rows_into_examples(make_config, tmp_path, name):
         choices = ex["choices"]
         assert ex["answer"] == choices[ex["gold"]] and ex["answer"] == ex["answer"].strip() != ""
         assert ex["uid"] == sha256_text(" ".join(ex["question"].lower().split()))
-        assert ex["prompt"] == build_prompt(ex["question"].strip(), choices, entry.defaults["show_choices"])
-        assert ex["prompt"].startswith("Question: ") and ex["prompt"].endswith("\nAnswer:")
-        assert all(f in ex for f in entry.answer_fields)  # the row's own fields are kept
+        # one format by default: the question, then the answer cue, without the lettered choices
+        assert ex["prompt"] == f"Question: {ex['question'].strip()}\nAnswer:"
+        assert {f.split(".")[0] for f in entry.fields} <= set(ex)  # the row's own fields are kept (the pool: splits.py)
     d = entry.defaults
     assert set(d["sizes"]) == {"weak_train", "val", "test_id", "student_pool", "test_ood"}
     assert d["difficulty"]["strategy"] in entry.strategies
@@ -88,7 +88,7 @@ def test_sciq_choices_are_shuffled_by_the_question_alone(make_config, tmp_path):
     first = rows[4]  # validation line 1
     assert first["question"] == "Who proposed the theory of evolution by natural selection?"
     assert first["answer"] == "darwin" and sorted(first["choices"]) == sorted(["darwin", "Linnaeus", "shaw", "Scopes"])
-    assert first["prompt"].startswith("Question: Who proposed the theory of evolution by natural selection?\nA. ")
+    assert first["prompt"] == "Question: Who proposed the theory of evolution by natural selection?\nAnswer:"
     assert len({r["gold"] for r in rows}) > 1  # the answer is not always choice A
     again = examples(make_config, "sciq", tmp_path)
     assert [r["choices"] for r in again] == [r["choices"] for r in rows]
@@ -103,24 +103,40 @@ def test_arc_pools_both_configs_and_maps_numeric_labels(make_config, tmp_path):
     assert [r["source"] for r in rows] == ["ARC-Easy"] * 5 + ["ARC-Challenge"] * 12
     numeric = rows[4]  # NYSEDREGENTS_2006_8_10: labels 1-4, answerKey "3"
     assert numeric["id"] == "NYSEDREGENTS_2006_8_10" and numeric["gold"] == 2 and numeric["answer"] == "how they formed"
-    assert numeric["prompt"].splitlines()[1:5] == ["A. their color", "B. their shape", "C. how they formed",
-                                                   "D. the minerals they contain"]
+    assert numeric["choices"] == ["their color", "their shape", "how they formed", "the minerals they contain"]
 
 
 def test_quartz_from_its_hub_schema(make_config, tmp_path):
     rows = examples(make_config, "quartz", quartz_dir(tmp_path))
     assert [r["answer"] for r in rows] == ["less", "Tom's", "less", "Tom's"]
-    assert rows[1]["prompt"] == ("Question: Tom's bike is heavier than Ann's. Whose bike needs  more force to speed up?\n"
-                                 "A. Tom's\nB. Ann's\nAnswer:")
+    assert rows[1]["prompt"] == "Question: Tom's bike is heavier than Ann's. Whose bike needs  more force to speed up?\nAnswer:"
     assert rows[0]["para"] == "Lighter cars use less fuel." and rows[0]["source"] == "QuaRTz"
-    assert DATASETS.get("quartz").answer_fields == ("answerKey", "question_anno")
+
+
+def test_sciq_and_arc_prompts_show_no_lettered_list_unless_asked(make_config, tmp_path):
+    # the lettered list drives zero-shot multiple-choice scoring of small models to chance; lm-eval's own
+    # sciq / arc tasks show the question and "Answer:" only, and training and scoring read the same `prompt`
+    data = DATA_DIRS["arc"](DATA_DIRS["sciq"](tmp_path))
+    for name in ("sciq", "arc"):
+        cfg = make_config(datasets=[{"name": name, "load_from": "local"}], data_dir=str(data))
+        assert cfg.dataset(name).show_choices is False
+        assert cfg.raw["datasets"][0]["show_choices"] is False  # resolved into the config that provenance records
+        default = DATASETS.get(name).examples(cfg.dataset(name), cfg.data_dir)
+        shown = examples(make_config, name, data, show_choices=True)
+        assert len(default) == len(shown) > 0
+        for plain, ex in zip(default, shown):
+            question = ex["question"].strip()
+            assert plain["prompt"] == f"Question: {question}\nAnswer:"
+            listed = "".join(f"{letter}. {c}\n" for letter, c in zip("ABCDE", ex["choices"]))
+            assert ex["prompt"] == f"Question: {question}\n{listed}Answer:"
 
 
 def test_show_choices_is_a_switch(make_config, tmp_path):
-    hidden = examples(make_config, "quartz", quartz_dir(tmp_path), show_choices=False)
+    hidden = examples(make_config, "quartz", quartz_dir(tmp_path))
     assert hidden[0]["prompt"] == "Question: If Mona makes her car less heavy, it will use more or less fuel?\nAnswer:"
-    shown = examples(make_config, "synthetic", tmp_path, show_choices=True)
-    assert shown[0]["prompt"].splitlines()[1].startswith("A. ")
+    shown = examples(make_config, "quartz", tmp_path, show_choices=True)
+    assert shown[1]["prompt"] == ("Question: Tom's bike is heavier than Ann's. Whose bike needs  more force to speed up?\n"
+                                  "A. Tom's\nB. Ann's\nAnswer:")
 
 
 def test_repeated_questions_share_a_uid():

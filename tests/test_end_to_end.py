@@ -6,7 +6,8 @@ per run on 2 cores), and a real `ensemw2s train-expert` killed and resumed.
 - a changed config key reruns only the jobs it influences (Snakemake's params trigger on `h`);
 - a run killed midway (SIGKILL to Snakemake's process group) and rerun with `--rerun-incomplete` ends
   with a metrics.csv byte-identical to the uninterrupted run's: two clean runs with one seed agree;
-- a train-expert process killed after its first checkpoint resumes from it and writes the numbers an
+- a train-expert process killed right after its first checkpoint (it SIGKILLs itself there, the
+  ENSEMW2S_KILL_AFTER_FIRST_SAVE hook of training.py) resumes from it and writes the numbers an
   uninterrupted run writes.
 
 Each run has its own working directory (Snakemake's .snakemake/ with its locks and metadata) holding a
@@ -30,6 +31,7 @@ import yaml
 
 from ensemw2s.config import SPLITS
 from ensemw2s.report import FIGURES, TABLES
+from ensemw2s.training import KILL_AFTER_FIRST_SAVE
 from tests.conftest import REPO, SHARED_DATA
 from tests.test_workflow import job_counts
 
@@ -264,20 +266,19 @@ def test_a_killed_train_expert_resumes_from_its_checkpoint(complete, tmp_path):
     res = subprocess.run(argv(straight), env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert res.returncode == 0, res.stderr[-5000:]
 
+    # the process SIGKILLs itself right after its first checkpoint (step 5) is on disk (the training hook):
+    # a kill at a defined step, whatever the machine's speed
     ckpt = resumed.parent / "r2.ckpt"
-    proc = subprocess.Popen(argv(resumed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    wait_for(proc, lambda: checkpoint_written(ckpt), "the first checkpoint")
-    kill_group(proc)
+    res = subprocess.run(argv(resumed), env={**_env(), KILL_AFTER_FIRST_SAVE: "1"}, capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-5000:]
     assert not resumed.exists()  # the output appears only once complete
-    first = sorted(int(p.name.split("-")[1]) for p in ckpt.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
-    assert first and first[-1] < 60
+    assert [p.name for p in ckpt.glob("checkpoint-*")] == ["checkpoint-5"] and checkpoint_written(ckpt)
 
     res = subprocess.run(argv(resumed), env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert res.returncode == 0, res.stderr[-5000:]
     fit = json.loads((resumed / "fit.json").read_text())
-    assert fit["resumed_from"] and fit["resumed_from"].startswith(str(ckpt / "checkpoint-"))
-    assert int(fit["resumed_from"].rsplit("-", 1)[1]) >= first[-1] and fit["global_step"] == 60
+    assert fit["resumed_from"] == str(ckpt / "checkpoint-5") and fit["global_step"] == 60
     assert json.loads((straight / "fit.json").read_text())["resumed_from"] is None
 
     a, b = (json.loads((d / "boosting.json").read_text()) for d in (straight, resumed))

@@ -21,7 +21,7 @@ from ensemw2s.ensemble import (
 )
 from ensemw2s.errors import UserError
 from ensemw2s.models import build_tiny_model, load_causal_lm, load_tokenizer, tokenizer_fingerprint, train_tokenizer
-from tests.conftest import TINY, TOKENIZER_TEXTS
+from tests.conftest import TINY, TOKENIZER_TEXTS, assert_loglikelihoods_close, loglikelihood_tolerance
 
 PROMPTS = [
     "Question: What color is the zorblat? Answer:",
@@ -199,8 +199,8 @@ def test_one_expert_scores_as_the_model_itself(experts, tok):
     contexts, conts = scoring_requests(ens, tok)
     got = ens.loglikelihood(contexts, conts, batch_size=3)
     for (lp, greedy), ctx, cont in zip(got, contexts, conts):
-        own_lp, own_greedy = own_loglikelihood(experts[0], ctx, cont)
-        assert lp == pytest.approx(own_lp, abs=1e-5)
+        own_lp, own_greedy = own_loglikelihood(experts[0], ctx, cont)  # unbatched: other float32 rounding
+        assert lp == pytest.approx(own_lp, abs=loglikelihood_tolerance(own_lp, len(cont), len(tok)))
         assert greedy == own_greedy
     assert any(g for _, g in got) and not all(g for _, g in got)
 
@@ -215,7 +215,7 @@ def test_a_lora_adapter_expert_is_its_peft_model(expert_dirs, tmp_path, tok):
     contexts, conts = scoring_requests(ens, tok)
     for (lp, greedy), ctx, cont in zip(ens.loglikelihood(contexts, conts, batch_size=3), contexts, conts):
         own_lp, own_greedy = own_loglikelihood(peft_model, ctx, cont)
-        assert lp == pytest.approx(own_lp, abs=1e-5)
+        assert lp == pytest.approx(own_lp, abs=loglikelihood_tolerance(own_lp, len(cont), len(tok)))
         assert greedy == own_greedy
     eos = ens.generate(PROMPTS[:1], 5)[0].token_ids[3]
     ens.eos_ids = {eos}
@@ -227,8 +227,8 @@ def test_identical_experts_equal_one_of_them(combine, experts, tok):
     one = Ensemble(experts[:1], [1.0], combine, tok)
     same = Ensemble([experts[0]] * 3, [0.3, 1.0, 2.2], combine, tok)
     contexts, conts = scoring_requests(one, tok)
-    for (a, ga), (b, gb) in zip(one.loglikelihood(contexts, conts), same.loglikelihood(contexts, conts)):
-        assert a == pytest.approx(b, abs=1e-5)
+    for (a, ga), (b, gb), cont in zip(one.loglikelihood(contexts, conts), same.loglikelihood(contexts, conts), conts):
+        assert a == pytest.approx(b, abs=loglikelihood_tolerance(b, len(cont), len(tok)))
         assert ga == gb
     assert [g.token_ids for g in one.generate(PROMPTS, 10)] == [g.token_ids for g in same.generate(PROMPTS, 10)]
 
@@ -249,7 +249,7 @@ def test_loglikelihood_is_the_stepwise_sum_of_ensemble_logprobs(combine, experts
             mask = torch.ones_like(ids)
             total += float(ens.next_token_logprobs(ids, mask)[0, target])
             all_greedy &= int(ens.next_token(ids, mask)[0]) == target
-        assert lp == pytest.approx(total, abs=1e-4)
+        assert lp == pytest.approx(total, abs=loglikelihood_tolerance(total, len(cont), len(tok)))
         assert greedy == all_greedy
     assert any(g for _, g in got)
 
@@ -262,7 +262,7 @@ def test_loglikelihood_truncates_from_the_left_as_hflm(experts, tok):
     assert any(len(s) < len(ctx) + len(cont) for s, ctx, cont in zip(cut, contexts, conts))
     expected = ens.loglikelihood([s[:-len(c)] for s, c in zip(cut, conts)], conts)
     got = ens.loglikelihood(contexts, conts, max_length=m)
-    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-5)
+    assert_loglikelihoods_close([lp for lp, _ in got], [lp for lp, _ in expected], [len(c) for c in conts], len(tok))
     assert [g for _, g in got] == [g for _, g in expected]
 
 
@@ -318,7 +318,7 @@ def test_cached_combination_equals_direct_scoring(combine, subset, cached, exper
     assert [g for _, g in exact] == [g for _, g in direct]
     # a top-k cache (other batches, so float noise): the same log-likelihoods; is_greedy only errs towards False
     approx = combine_cached([small[i] for i in subset], weights, combine)
-    assert [lp for lp, _ in approx] == pytest.approx([lp for lp, _ in direct], abs=1e-4)
+    assert_loglikelihoods_close([lp for lp, _ in approx], [lp for lp, _ in direct], [len(c) for c in conts], len(tok))
     assert all(d or not a for (_, a), (_, d) in zip(approx, direct))
     if combine == "vote" or len(subset) == 1:  # argmax ids are cached: exact
         assert [g for _, g in approx] == [g for _, g in direct]

@@ -1,6 +1,9 @@
 """lmeval_model.py: the `ensemw2s` lm-eval model; one expert must score and generate as lm-eval's HFLM."""
+import json
+import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 import pytest
 from lm_eval.api.instance import Instance
@@ -9,10 +12,14 @@ from lm_eval.models.huggingface import HFLM
 
 import ensemw2s.ensemble as ensemble_mod
 from ensemw2s.errors import UserError
+from ensemw2s.evaluate import evaluate, task_name, write_tasks
 from ensemw2s.io import write_json
 from ensemw2s.lmeval_model import EnsembleLM
 from ensemw2s.models import load_tokenizer, tokenizer_fingerprint
+from tests.conftest import assert_loglikelihoods_close
 from tests.test_ensemble import livened
+from tests.test_evaluate import SPLITS, make_cfg, write_split_dir
+from tests.test_readme_commands import ENSEMW2S
 
 MAX_LENGTH = 32  # small, so that truncation and several rolling windows happen
 LONG = "Question: Which gas do plants absorb? the quick brown fox jumps over the lazy dog 0123456789 " * 2
@@ -66,9 +73,9 @@ def test_loglikelihood_matches_hflm(hflm, ours):
     args = loglikelihood_args(ours)
     expected = hflm.loglikelihood(requests("loglikelihood", args))
     got = ours.loglikelihood(requests("loglikelihood", args))
-    for (lp, greedy), (hf_lp, hf_greedy) in zip(got, expected):
-        assert lp == pytest.approx(hf_lp, abs=1e-4)
-        assert greedy == hf_greedy
+    n_tokens = [len(ours.tok_encode(cont)) for _, cont in args]  # HFLM: full logits, other float32 rounding
+    assert_loglikelihoods_close([lp for lp, _ in got], [lp for lp, _ in expected], n_tokens, len(ours.tokenizer))
+    assert [g for _, g in got] == [g for _, g in expected]
     assert expected[1][1] and not expected[0][1]
 
 
@@ -76,7 +83,10 @@ def test_loglikelihood_rolling_matches_hflm(hflm, ours):
     args = [("the quick brown fox",), (LONG,), (LONG + LONG,)]
     assert len(ours.tok_encode(LONG + LONG)) > 2 * MAX_LENGTH  # several windows
     expected = hflm.loglikelihood_rolling(requests("loglikelihood_rolling", args))
-    assert ours.loglikelihood_rolling(requests("loglikelihood_rolling", args)) == pytest.approx(expected, abs=1e-4)
+    # every token of the text is scored, each over the vocabulary: conftest's bound, per text
+    n_tokens = [len(ours.tok_encode(text)) for (text,) in args]
+    assert_loglikelihoods_close(ours.loglikelihood_rolling(requests("loglikelihood_rolling", args)), expected, n_tokens,
+                                len(ours.tokenizer))
 
 
 def test_generate_until_matches_hflm(hflm, ours):
@@ -134,3 +144,45 @@ def test_bad_arguments(kwargs, match):
 def test_sampling_is_refused(ours):
     with pytest.raises(UserError, match="greedily"):
         ours.generate_until(requests("generate_until", [("A)", {"do_sample": True, "temperature": 0.7})]))
+
+
+def test_entry_point_for_lm_eval_releases_that_discover_plugins():
+    """pyproject.toml declares the model in lm-eval's plugin group (read by releases after 0.4.13)."""
+    declared = [ep for ep in entry_points(group="lm_eval.models") if ep.name == "ensemw2s"]
+    assert declared, "no lm_eval.models entry point 'ensemw2s': reinstall the package (pip install --no-deps -e .)"
+    assert declared[0].load() is EnsembleLM
+
+
+def test_lm_eval_command_writes_the_suites_scores(tmp_path, expert_dirs):
+    """The README's `ensemw2s lm-eval ...`, run as a user would (the installed script, a new process, a local
+    task directory via --include_path), writes the numbers `ensemw2s evaluate` gives for the same ensemble."""
+    data = write_split_dir(tmp_path / "data")
+    cfg = make_cfg(tmp_path)
+    manifest = tmp_path / "r2.json"
+    write_json(manifest, {"experts": [str(d) for d in expert_dirs], "weights": [0.7, 0.3], "combine": "prob",
+                          "tokenizer": tokenizer_fingerprint(load_tokenizer(expert_dirs[0]))})
+    meta = {"role": "ensemble", "weak_model": "weak", "ensemble": "boost", "round": "2", "seed": "0"}
+    suite = evaluate(cfg, "synthetic", data, None, manifest, meta, None, tmp_path / "scores.json")
+    names = [task_name("synthetic", s, k) for s in SPLITS for k in ("mc", "gen")]
+    out = tmp_path / "lm_eval_out"
+    res = subprocess.run(
+        [str(ENSEMW2S), "lm-eval", "--model", "ensemw2s", "--model_args", f"manifest={manifest}",
+         "--include_path", str(write_tasks(cfg, "synthetic", data)), "--tasks", ",".join(names),
+         "--batch_size", str(cfg.evaluation.batch_size), "--device", "cpu", "--output_path", str(out), "--log_samples"],
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    (results_file,) = out.rglob("results_*.json")
+    written = json.loads(results_file.read_text())["results"]
+    for split in SPLITS:
+        mc, gen = (written[task_name("synthetic", split, k)] for k in ("mc", "gen"))
+        block = suite["splits"][split]
+        # the same requests through the same model code and batch size: equal, not merely close
+        assert (mc["acc,none"], mc["acc_norm,none"], gen["exact_match,none"]) == (
+            block["acc"], block["acc_norm"], block["exact_match"])
+        for kind, metrics in (("mc", ("acc", "acc_norm")), ("gen", ("exact_match",))):
+            (samples_file,) = out.rglob(f"samples_{task_name('synthetic', split, kind)}_*.jsonl")
+            logged = sorted(map(json.loads, samples_file.read_text().splitlines()), key=lambda r: r["doc_id"])
+            assert [r["doc"]["uid"] for r in logged] == block["uids"]
+            for m in metrics:
+                assert [int(r[m]) for r in logged] == block["per_example"][m]

@@ -1,4 +1,5 @@
-"""metrics.py: hand-worked numbers for accuracy, PGR, improvements, CIs, best round, answer normalisation."""
+"""metrics.py: hand-worked numbers for accuracy, PGR (Fieller), paired differences (McNemar, stratified over
+seeds), MDE, CIs, best round, answer normalisation."""
 from __future__ import annotations
 
 import math
@@ -34,24 +35,6 @@ def test_exact_match_ignores_case_punctuation_articles_and_spaces():
 def test_accuracy():
     assert M.accuracy([1, 0, 1, 1]) == 0.75
     assert math.isnan(M.accuracy([]))
-
-
-def test_pgr_hand_worked():
-    # weak 0.50, ceiling 0.70: the student at 0.60 recovers half of the 0.20 gap
-    assert M.pgr(0.60, 0.50, 0.70) == pytest.approx(0.5)
-    assert M.pgr(0.70, 0.50, 0.70) == pytest.approx(1.0)
-    assert M.pgr(0.45, 0.50, 0.70) == pytest.approx(-0.25)
-    assert M.pgr(0.80, 0.50, 0.70) == pytest.approx(1.5)
-
-
-def test_pgr_is_nan_not_inf_when_gap_is_zero():
-    assert math.isnan(M.pgr(0.6, 0.5, 0.5))
-    assert math.isnan(M.pgr(0.5, 0.5, 0.5))
-
-
-def test_improvement_in_points():
-    assert M.improvement(0.54, 0.50) == pytest.approx(4.0)
-    assert M.improvement(0.50, 0.54) == pytest.approx(-4.0)
 
 
 def test_best_round_argmax_ties_to_smaller_round_and_ignores_nan():
@@ -98,32 +81,58 @@ def test_bootstrap_disabled_or_constant():
         M.bootstrap_ci([1, 0], M.resample_weights(3, 10, seed=0))
 
 
-def test_pgr_ci_is_paired_and_contains_estimate():
-    n = 400
-    weak = _bits(0.5, n, 1)
-    ceiling = _bits(0.8, n, 2)
-    student = weak.copy()
-    student[np.flatnonzero(weak == 0)[: int(0.15 * n)]] = 1  # exactly 60 extra right: acc 0.65
-    point = M.pgr(M.accuracy(student), M.accuracy(weak), M.accuracy(ceiling))
-    assert point == pytest.approx(0.5)
-    lo, hi = M.pgr_ci(student, weak, ceiling, M.resample_weights(n, 1000, seed=3))
-    assert lo < point < hi
+def test_paired_moments_is_mcnemar_variance_by_hand():
+    new = np.array([1, 1, 0, 0, 1])
+    base = np.array([1, 0, 1, 0, 0])
+    mean, cov, n = M.paired_moments(new - base)
+    # d = [0, 1, -1, 0, 1]: mean 0.2; p10 = 2/5 (new right, base wrong), p01 = 1/5;
+    # McNemar: var = (p10 + p01 - (p10 - p01)^2) / n = (0.6 - 0.04) / 5 = 0.112
+    assert n == 5 and mean[0] == pytest.approx(0.2)
+    assert cov[0, 0] == pytest.approx(0.112)
+    # two arrays: covariance of their means, population form / n
+    _, cov2, _ = M.paired_moments([1, 0, 1, 0], [1, 1, 0, 0])
+    assert cov2 == pytest.approx(np.array([[0.25, 0.0], [0.0, 0.25]]) / 4)
+    with pytest.raises(ValueError):
+        M.paired_moments([])
 
 
-def test_pgr_ci_skips_resamples_with_zero_gap():
-    # weak == ceiling on every example: every resample has gap 0, so no interval (NaN), never inf
-    same = _bits(0.5, 50, 0)
-    lo, hi = M.pgr_ci(_bits(0.6, 50, 1), same, same, M.resample_weights(50, 200, seed=0))
-    assert math.isnan(lo) and math.isnan(hi)
+def test_stratified_difference_sums_within_seed_variances():
+    # seed 0: difference 0.2 with variance 0.112; seed 1: 0.0 with variance 0.05
+    mean, cov = M.stratified([(np.array([0.2]), np.array([[0.112]])), (np.array([0.0]), np.array([[0.05]]))])
+    assert mean[0] == pytest.approx(0.1)
+    assert cov[0, 0] == pytest.approx((0.112 + 0.05) / 4)  # 0.0405
+    assert M.between_seed_sd([0.2, 0.0]) == pytest.approx(math.sqrt(0.02))
+    assert math.isnan(M.between_seed_sd([0.2]))
 
 
-def test_paired_difference_ci():
-    base = _bits(0.5, 300, 4)
-    new = base.copy()
-    new[np.flatnonzero(base == 0)[:15]] = 1  # +5 points on the same examples, no example lost
-    lo, hi = M.difference_ci(new, base, M.resample_weights(300, 1000, seed=0), scale=100.0)
-    assert lo <= 5.0 <= hi
-    assert lo >= 0.0  # paired: the new model never loses an example, so no resample is below 0
+def test_normal_ci_and_mde():
+    lo, hi = M.normal_ci(5.0, 2.0)
+    assert (lo, hi) == (pytest.approx(5.0 - 3.919928), pytest.approx(5.0 + 3.919928))
+    # (z_0.975 + z_0.8) = 1.959964 + 0.841621
+    assert M.mde(1.0) == pytest.approx(2.801585, abs=1e-6)
+    assert M.mde(0.0) == 0.0
+
+
+def test_pgr_fieller_by_hand():
+    # a = student - weak = 0.1, b = ceiling - weak = 0.2; var(a) = var(b) = 4e-4, cov = 2e-4; z^2 = 3.841459
+    # rho^2 (b^2 - z^2 vbb) - 2 rho (ab - z^2 vab) + (a^2 - z^2 vaa) <= 0:
+    # 0.0384634 rho^2 - 2 * 0.0192317 rho + 0.0084634 <= 0  ->  rho in [0.326905, 0.673095]
+    value, lo, hi, reason = M.pgr_fieller(0.1, 0.2, 4e-4, 4e-4, 2e-4)
+    assert (value, reason) == (pytest.approx(0.5), "")
+    assert lo == pytest.approx(0.326905, abs=1e-6) and hi == pytest.approx(0.673095, abs=1e-6)
+    z2 = 1.959964 ** 2
+    for rho in (lo, hi):  # the end points solve (a - rho b)^2 = z^2 var(a - rho b)
+        assert (0.1 - rho * 0.2) ** 2 == pytest.approx(z2 * (4e-4 - 2 * rho * 2e-4 + rho * rho * 4e-4), rel=1e-4)
+
+
+def test_pgr_fieller_missing_exactly_where_the_gap_is_not_resolved():
+    # the gap b = 0.03 with sd 0.02: its interval 0.03 -+ 0.039 includes 0, and Fieller's set is unbounded
+    assert M.pgr_fieller(0.02, 0.03, 4e-4, 4e-4, 1e-4)[3] == M.GAP_UNRESOLVED
+    assert all(math.isnan(v) for v in M.pgr_fieller(0.02, 0.03, 4e-4, 4e-4, 1e-4)[:3])
+    assert M.pgr_fieller(0.02, -0.2, 4e-4, 4e-4, 1e-4)[3] == M.GAP_NOT_POSITIVE
+    assert M.pgr_fieller(0.02, 0.0, 0.0, 0.0, 0.0)[3] == M.GAP_NOT_POSITIVE
+    # just resolved: b = 0.05 > 1.96 * 0.02 = 0.0392
+    assert M.pgr_fieller(0.02, 0.05, 4e-4, 4e-4, 1e-4)[3] == ""
 
 
 def test_seed_ci_t_interval_by_hand():

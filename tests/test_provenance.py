@@ -87,6 +87,12 @@ def test_run_provenance_aggregates_records_and_benchmarks(tmp_path, make_config)
     assert summary["totals"] == {"steps": 3, "wall_time_s": 12.5, "tokens_processed": 150}
 
 
+def test_run_provenance_names_each_datasets_student_pool(tmp_path, make_config):
+    """The tier every dataset's pool is drawn from: easy unless the config says hard."""
+    cfg = make_config(datasets=[{"name": "synthetic"}, {"name": "arc", "student_pool": "hard"}])
+    assert P.write_run_provenance(cfg, [], tmp_path / "p.json")["student_pool"] == {"synthetic": "easy", "arc": "hard"}
+
+
 def test_run_provenance_from_records_only_sums_their_time(tmp_path, make_config):
     cfg = make_config()
     recs = [P.record(tmp_path / f"{i}.json", cfg, [], [], {"wall_time_s": 1.25}) for i in range(2)]

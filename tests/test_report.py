@@ -37,7 +37,8 @@ def _table(run, tmp_path, name):
 
 
 def test_registry_names_every_table_and_figure():
-    assert report.TABLES.names() == sorted(["experts", "students", "rounds", "ablations", "compute", "paper_claims"])
+    assert report.TABLES.names() == sorted(["experts", "students", "rounds", "ablations", "compute", "paper_claims",
+                                           "summary"])
     assert report.FIGURES.names() == sorted(["acc_vs_rounds", "pgr", "acc_by_difficulty", "eps_alpha",
                                              "weight_concentration"])
 
@@ -60,8 +61,8 @@ def test_experts_table(run, tmp_path):
 def test_students_table_has_ceiling_gap_and_pgr(run, tmp_path):
     frame, md = _table(run, tmp_path, "students")
     for split in ("ID", "OOD"):
-        assert {f"{split} student", f"{split} ceiling", f"{split} gap", f"{split} PGR(weak)", f"{split} PGR(ens)"} \
-            <= set(frame.columns)
+        assert {f"{split} student", f"{split} ceiling", f"{split} gap", f"{split} PGR(weak)", f"{split} PGR(ens)",
+                f"{split} strong base", f"{split} PGR(strong base)", f"{split} vs strong base"} <= set(frame.columns)
     row = frame[(frame["dataset"] == "arc") & (frame["ensemble"] == "boost") & (frame["round"] == 3)
                 & (frame["score"] == "acc")].iloc[0]
     assert 0 < row["ID PGR(weak)"] < 1 and row["ID gap"] > 0
@@ -99,14 +100,45 @@ def test_compute_table_takes_wall_time_rows_when_present(run, tmp_path):
 def test_paper_claims_beside_measurements(run, tmp_path):
     frame, md = _table(run, tmp_path, "paper_claims")
     assert set(frame["claim"]) == {"experts ID", "experts OOD", "students ID", "students OOD"}
+    assert set(frame["at"]) == {"r*", "r=T"}  # the pre-specified r* (val) with r = T beside it
     paper = dict(zip(frame["claim"], frame["paper (points)"]))
     assert paper == {"experts ID": 4.0, "experts OOD": 6.0, "students ID": 3.2, "students OOD": 2.28}
-    assert "+2.28" in md and "measured (points) ci_low" in frame.columns
+    assert "+2.28" in md and "measured (points) ci_low" in frame.columns and "MDE (points)" in frame.columns
     metrics = report.load_metrics(run[0])
     r_star = metrics[(metrics["metric"] == "best_round") & (metrics["role"] == "ensemble") & (metrics["seed"] == "all")
                      & (metrics["ensemble"] == "boost") & (metrics["dataset"] == "arc") & (metrics["score"] == "acc")]
-    row = frame[(frame["claim"] == "experts ID") & (frame["dataset"] == "arc") & (frame["score"] == "acc")].iloc[0]
-    assert row["r*"] == r_star["value"].item()
+    for claim in ("experts ID", "students ID"):  # students are read at their supervisor's r*
+        row = frame[(frame["claim"] == claim) & (frame["dataset"] == "arc") & (frame["at"] == "r*")].iloc[0]
+        assert row["r"] == r_star["value"].item()
+    mde = metrics[(metrics["metric"] == "improvement_vs_expert1_mde") & (metrics["seed"] == "all")
+                  & (metrics["ensemble"] == "boost") & (metrics["dataset"] == "arc") & (metrics["score"] == "acc")
+                  & (metrics["eval_split"] == "test_id") & (metrics["round"] == r_star["value"].item())]
+    row = frame[(frame["claim"] == "experts ID") & (frame["dataset"] == "arc") & (frame["at"] == "r*")].iloc[0]
+    assert row["MDE (points)"] == pytest.approx(mde["value"].item(), rel=1e-5)
+    verdict = row["detectable at 80% power?"]
+    assert verdict.startswith("yes" if row["MDE (points)"] <= 4.0 else "no")
+
+
+def test_paper_claims_say_when_r_star_is_one(tmp_path):
+    """With r* = 1 the ensemble comparison is 0 by construction: no MDE, a sentence instead."""
+    rows = [dict(weak_model="w", strong_model="", dataset="d", eval_split="val", role="ensemble", ensemble="boost",
+                 round=0, seed="0", score="acc", metric="best_round", value=1, ci_low="", ci_high="", n=3, note="")]
+    for r, gain in ((1, 0.0), (2, -1.0), (3, 2.0)):
+        for metric, value in (("improvement_vs_expert1", gain), ("improvement_vs_expert1_mde", 3.0 * (r > 1)),
+                              ("acc", 0.5)):
+            rows.append(dict(rows[0], eval_split="test_id", round=r, metric=metric, value=value,
+                             ci_low=gain - (r > 1), ci_high=gain + (r > 1)))
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    report.make("paper_claims", path, [], tmp_path / "claims")
+    frame = pd.read_csv(tmp_path / "claims.csv", keep_default_na=False)
+    at_star = frame[frame["at"] == "r*"].iloc[0]
+    assert at_star["r"] == 1 and at_star["MDE (points)"] == ""
+    assert "r* = 1" in at_star["detectable at 80% power?"]
+    at_last = frame[frame["at"] == "r=T"].iloc[0]
+    assert at_last["r"] == 3 and float(at_last["MDE (points)"]) == 3.0
+    assert at_last["detectable at 80% power?"] == "yes: MDE 3.0 <= 4"
+    assert "n/a (r* = 1)" in (tmp_path / "claims.md").read_text()
 
 
 def test_latex_is_escaped(run, tmp_path):

@@ -1,11 +1,13 @@
 """One boosting round end to end on a tiny model: files, weights moving to misses, stop rule, guards."""
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from ensemw2s import boosting, rounds, training
+from ensemw2s.ensemble import write_manifest
 from ensemw2s.errors import UserError
 from ensemw2s.io import write_jsonl
 from ensemw2s.models import load_causal_lm, load_tokenizer
@@ -55,12 +57,13 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     n, K = sum(len(x) for x in ids), len(tok)
     assert w1["uid"] == [r["uid"] for r in rows]
     assert w1["offsets"].tolist() == [0] + torch.tensor([len(x) for x in ids]).cumsum(0).tolist()
-    assert w1["weights"].dtype == torch.float32 and w1["weights"].shape == (n,)
-    assert w1["weights"].sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert w1["weights"].dtype == torch.float64 and w1["weights"].shape == (n,)
+    assert w1["weights"].sum().item() == pytest.approx(1.0, abs=1e-12)
 
     # round 1 = plain SFT from uniform D_1: eps is the share of missed answer tokens
     miss1 = torch.cat(answer_token_misses(load_causal_lm(r1 / "model"), tok, rows, 6, 64))
     assert rec1["round"] == 1 and rec1["variant"] == "boost" and not rec1["stopped"] and rec1["stop_reason"] is None
+    assert rec1["perfect_fit"] is False and rec1["n_missed"] > 0
     assert rec1["K"] == K and rec1["n_tokens"] == n and rec1["n_missed"] == int(miss1.sum())
     assert rec1["eps"] == pytest.approx(int(miss1.sum()) / n)
     assert 0 < rec1["eps"] < 1 - 1 / K
@@ -69,7 +72,8 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     assert set(rec1) >= {"weight_entropy", "weight_top10_share"}
     # the mass on h_1's missed tokens grows from eps_1 to 1 - 1/K (SAMME)
     assert w1["weights"][miss1].sum().item() > rec1["eps"]
-    assert w1["weights"][miss1].sum().item() == pytest.approx(1 - 1 / K, abs=1e-5)
+    assert w1["weights"][miss1].sum().item() == pytest.approx(1 - 1 / K, abs=1e-12)
+    assert rec1["missed_mass_after_update"] == pytest.approx(1 - 1 / K, abs=1e-12)
     assert not (tmp_path / "boost" / "r1.ckpt").exists()  # trainer checkpoints removed on success
 
     rec2, w2 = run(c, "boost", 2, data, tiny_model_dir, r1, r2)
@@ -77,8 +81,8 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     D2 = w1["weights"].double()
     miss2 = torch.cat(answer_token_misses(load_causal_lm(r2 / "model"), tok, rows, 6, 64))
     assert rec2["round"] == 2 and rec2["eps"] == pytest.approx(float((D2 * miss2).sum()), rel=1e-5)
-    expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], round=2)
-    torch.testing.assert_close(w2["weights"], expected.float())
+    expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], "samme", round=2)
+    torch.testing.assert_close(w2["weights"], expected)
     record = json.loads((tmp_path / "boost" / "r2.provenance.json").read_text())
     assert record["step"] == "train_expert" and record["config_keys"] == ["boosting", "models.weak", "training.expert"]
     assert set(record["inputs"]) == {str(data / "weak_train.jsonl"), str(data / "val.jsonl"),
@@ -113,6 +117,75 @@ def test_chance_level_expert_stops_boosting(cfg, tiny_model_dir, tmp_path, monke
     assert rec2["stopped"] and rec2["stop_reason"] == rec["stop_reason"] and rec2["alpha"] is None
     assert torch.equal(w2["weights"], w["weights"]) and not (tmp_path / "r2" / "model").exists()
     assert json.loads((tmp_path / "r2.provenance.json").read_text())["extra"]["stopped"]
+
+
+def misses_at(*positions):
+    """A stand-in for answer_token_misses: the expert misses exactly these (row, answer position) tokens."""
+    def misses(model, tokenizer, rows, batch_size, max_length):
+        out = [torch.zeros(len(x), dtype=torch.bool) for x in answer_token_ids(tokenizer, rows, max_length)]
+        for row, j in positions:
+            out[row][j] = True
+        return out
+    return misses
+
+
+def test_a_perfect_fit_keeps_its_expert_and_ends_boosting(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    c, data = cfg(epochs=1), write_split_dir(tmp_path / "data")
+    monkeypatch.setattr(rounds, "answer_token_misses", misses_at())  # no answer token missed
+    rec, w = run(c, "boost", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    n, K = rec["n_tokens"], rec["K"]
+    assert rec["n_missed"] == 0 and rec["perfect_fit"] is True
+    assert not rec["stopped"] and (tmp_path / "r1" / "model").is_dir()  # the expert is kept ...
+    assert rec["stop_reason"].startswith("round 1: perfect_fit: no answer token missed")  # ... and boosting ends
+    # eps = half of the smallest weight 1/n, not the clip 1e-10: alpha = log(2n - 1) + log(K - 1)
+    assert rec["eps"] == pytest.approx(1 / (2 * n), rel=1e-15)
+    assert rec["alpha"] == pytest.approx(math.log(2 * n - 1) + math.log(K - 1), rel=1e-12)
+    assert rec["missed_mass_after_update"] == 0.0
+    assert torch.allclose(w["weights"], torch.full((n,), 1 / n, dtype=torch.float64), rtol=0, atol=1e-15)
+
+    monkeypatch.setattr(rounds, "fit", lambda *a, **k: pytest.fail("a round after a perfect fit must not train"))
+    rec2, _ = run(c, "boost", 2, data, tiny_model_dir, tmp_path / "r1", tmp_path / "r2")
+    assert rec2["stopped"] and rec2["stop_reason"] == rec["stop_reason"] and rec2["alpha"] is None
+    assert rec2["perfect_fit"] is False and not (tmp_path / "r2" / "model").exists()
+    # the ensembles of rounds 1 and 2 hold the perfect expert, with its alpha
+    write_manifest(c, [tmp_path / "r1", tmp_path / "r2"], "alpha", tmp_path / "m.json")
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["experts"] == [str(tmp_path / "r1" / "model")] and manifest["weights"] == [rec["alpha"]]
+
+
+def test_an_adaboost_round_leaves_half_the_mass_on_the_misses(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    c, data = cfg(boosting={"rounds": 2, "alpha": "adaboost"}, epochs=1), write_split_dir(tmp_path / "data")
+    monkeypatch.setattr(rounds, "answer_token_misses", misses_at((0, 0), (3, 0)))
+    rec, w = run(c, "boost", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    n = rec["n_tokens"]
+    assert rec["n_missed"] == 2 and rec["eps"] == pytest.approx(2 / n, rel=1e-15)
+    assert rec["alpha"] == pytest.approx(0.5 * math.log((n - 2) / 2), rel=1e-12)  # the ensemble weight is unchanged
+    # a miss gains exp(2 alpha) = (n - 2) / 2: missed 2 * (n-2)/2 = n - 2 against n - 2 kept -> each token 1/(2(n-2))
+    # on the hits and 1/4 on each miss; sums of n float64 terms of at most 1/2: 1e-12 is loose
+    starts = w["offsets"][[0, 3]]
+    assert w["weights"][starts].tolist() == pytest.approx([0.25, 0.25], abs=1e-12)
+    assert rec["missed_mass_after_update"] == pytest.approx(0.5, abs=1e-12)
+    hits = torch.ones(n, dtype=torch.bool)
+    hits[starts] = False
+    assert torch.allclose(w["weights"][hits], torch.full((n - 2,), 1 / (2 * (n - 2)), dtype=torch.float64),
+                          rtol=0, atol=1e-15)
+
+
+def test_weights_too_small_for_float32_survive_the_round_trip(tmp_path):
+    # a never-missed token after 5 rounds at alpha = log(1e10) (tests/test_boosting.py): 1e-50, below
+    # float32's smallest subnormal 1.4e-45. Stored as float32 it became 0: the token left D's support
+    # and resampling drew n - 1 tokens.
+    prev = tmp_path / "r1"
+    prev.mkdir()
+    (prev / "boosting.json").write_text(json.dumps({"round": 1, "variant": "boost", "stopped": False,
+                                                    "stop_reason": None}))
+    uids, offsets = ["a", "b"], torch.tensor([0, 1, 3])
+    rounds.write_weights(prev / "weights.pt", uids, offsets, torch.tensor([1e-50, 0.5, 0.5], dtype=torch.float64))
+    D, stopped = rounds._previous(prev, 2, "boost", uids, offsets)
+    assert stopped is None and D.dtype == torch.float64
+    assert D.tolist() == [1e-50, 0.5, 0.5]  # the sum is exactly 1.0 in float64, so normalising changes nothing
+    counts = rounds.VARIANTS.get("boost").multipliers(D, offsets, 2, "resample", torch.Generator().manual_seed(0))
+    assert counts.sum().item() == 3  # n draws, over all three tokens
 
 
 def test_a_non_finite_loss_names_the_step_and_the_round(cfg, tiny_model_dir, tmp_path, monkeypatch):

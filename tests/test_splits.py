@@ -10,7 +10,7 @@ from ensemw2s import cli, splits
 from ensemw2s.config import SPLITS, DifficultySpec
 from ensemw2s.data import DATASETS
 from ensemw2s.errors import UserError
-from ensemw2s.io import read_jsonl, sha256_file, sha256_text
+from ensemw2s.io import read_jsonl, sha256_file, sha256_text, write_jsonl
 from ensemw2s.splits import Context, check_no_leak, cross_fit, prepare_data, top_fraction
 from tests.conftest import SHARED_DATA
 
@@ -44,14 +44,15 @@ class FakeRater:
 # the split files
 
 
-def test_synthetic_splits_sizes_tiers_and_disjointness(make_config, tmp_path):
-    prepare_data(synthetic_config(make_config), "synthetic", 0, tmp_path / "out")
+@pytest.mark.parametrize("pool", ["easy", "hard"])
+def test_synthetic_splits_sizes_tiers_and_disjointness(make_config, tmp_path, pool):
+    prepare_data(synthetic_config(make_config, student_pool=pool), "synthetic", 0, tmp_path / "out")
     got = read_splits(tmp_path / "out")
     assert {k: len(v) for k, v in got.items()} == SMALL
-    for name in splits.EASY_SPLITS:
+    for name in ("weak_train", "val", "test_id"):
         assert {r["source"] for r in got[name]} == {"easy"} and not any(r["hard"] for r in got[name])
-    for name in splits.HARD_SPLITS:
-        assert {r["source"] for r in got[name]} == {"hard"} and all(r["hard"] for r in got[name])
+    assert {r["source"] for r in got["test_ood"]} == {"hard"} and all(r["hard"] for r in got["test_ood"])
+    assert {r["source"] for r in got["student_pool"]} == {pool}  # the pool keeps `source`, not `hard`
     # disjoint by content, not only by uid
     content = {name: {sha256_text(r["prompt"]) for r in rows} for name, rows in got.items()}
     names = list(content)
@@ -62,15 +63,71 @@ def test_synthetic_splits_sizes_tiers_and_disjointness(make_config, tmp_path):
                for name in ("weak_train", "val", "test_id", "test_ood") for r in got[name])
 
 
+def test_the_pool_is_easy_by_default_and_follows_the_knob(make_config, tmp_path):
+    """easy (default): held-out easy questions, disjoint from weak_train, val and test_id; hard: the
+    hard tier, while weak_train, val and test_id stay the same rows."""
+    default = synthetic_config(make_config)
+    assert default.dataset("synthetic").student_pool == default.raw["datasets"][0]["student_pool"] == "easy"
+    assert make_config().dataset("arc").student_pool == "easy"  # a registry dataset outside the config too
+    out = {}
+    for pool in ("easy", "hard"):
+        cfg = synthetic_config(make_config, **({} if pool == "easy" else {"student_pool": "hard"}))
+        prepare_data(cfg, "synthetic", 0, tmp_path / pool)
+        out[pool] = read_splits(tmp_path / pool)
+        assert json.loads((tmp_path / pool / "manifest.json").read_text())["student_pool"] == pool
+        assert json.loads((tmp_path / f"{pool}.provenance.json").read_text())["extra"]["student_pool"] == pool
+    examples = DATASETS.get("synthetic").examples(cfg.dataset("synthetic"), cfg.data_dir)
+    tier = {r["uid"]: r["source"] for r in examples}
+    for pool, got in out.items():
+        assert {tier[r["uid"]] for r in got["student_pool"]} == {pool}
+        taken = {r["uid"] for name in ("weak_train", "val", "test_id", "test_ood") for r in got[name]}
+        assert not taken & {r["uid"] for r in got["student_pool"]}
+    for name in ("weak_train", "val", "test_id"):
+        assert out["easy"][name] == out["hard"][name]
+
+
 def test_student_pool_carries_no_gold_and_gold_is_apart(make_config, tmp_path):
     prepare_data(synthetic_config(make_config), "synthetic", 0, tmp_path / "out")
     pool = read_jsonl(tmp_path / "out" / "student_pool.jsonl")
     gold = read_jsonl(tmp_path / "out" / "gold" / "student_pool.jsonl")
     assert all(not {"answer", "gold", "label"} & set(r) for r in pool)
-    assert all({"uid", "prompt", "choices"} <= set(r) for r in pool)
+    assert all(set(r) == set(splits.POOL_FIELDS) for r in pool)
     assert [g["uid"] for g in gold] == [r["uid"] for r in pool]
     assert all(set(g) == {"uid", "answer", "gold"} for g in gold)
     assert all(r["choices"][g["gold"]] == g["answer"] for r, g in zip(pool, gold))
+
+
+def sciq_like(split: str, i: int) -> dict:
+    """A SciQ row: its `support` passage names the correct answer, as SciQ's usually do."""
+    words = " ".join(["very"] * (i % 7))
+    return {"question": f"Which {words} particle {split} {i} carries the charge?", "correct_answer": f"ion {i}",
+            "distractor1": f"atom {i}", "distractor2": f"proton {i}", "distractor3": f"quark {i}",
+            "support": f"In experiment {i}, the charge is carried by the ion {i}."}
+
+
+def test_student_pool_rows_keep_only_the_allow_list(make_config, tmp_path):
+    """No field outside POOL_FIELDS survives into student_pool: not SciQ's `support` (it contains the
+    answer), nor `difficulty` (here, the length strategy's count of the answer's words), nor any answer
+    field; and the one reader of the pool refuses a file that carries one."""
+    for split in ("train", "validation", "test"):
+        write_jsonl(tmp_path / "data" / "sciq" / f"{split}.jsonl", [sciq_like(split, i) for i in range(40)])
+    sizes = {"weak_train": 20, "val": 10, "test_id": 10, "student_pool": 15, "test_ood": 20}
+    cfg = make_config(data_dir=str(tmp_path / "data"),
+                      datasets=[{"name": "sciq", "sizes": sizes, "difficulty": {"strategy": "length"}}])
+    prepare_data(cfg, "sciq", 0, tmp_path / "out")
+    pool = read_jsonl(tmp_path / "out" / "student_pool.jsonl")
+    assert len(pool) == 15 and all(set(r) == {"uid", "prompt", "choices", "source"} for r in pool)
+    assert all({"support", "difficulty", "correct_answer"} <= set(r) for r in read_jsonl(tmp_path / "out" / "test_id.jsonl"))
+    assert splits.read_pool(tmp_path / "out") == pool
+    for field, value in (("support", "the ion 3"), ("difficulty", 2.0), ("answer", "ion 3"), ("distractor1", "atom 3")):
+        write_jsonl(tmp_path / "out" / "student_pool.jsonl", pool[:1] + [{**pool[1], field: value}] + pool[2:])
+        with pytest.raises(UserError, match=rf"row 2: field\(s\) {field} are not in the student_pool allow-list"):
+            splits.read_pool(tmp_path / "out")
+    write_jsonl(tmp_path / "out" / "student_pool.jsonl", [{"uid": "u", "choices": []}])
+    with pytest.raises(UserError, match=r"row 1: missing field\(s\) prompt"):
+        splits.read_pool(tmp_path / "out")
+    with pytest.raises(UserError, match=r"must not read the gold answers.*parent of gold/"):
+        splits.read_pool(tmp_path / "out" / "gold")
 
 
 def test_same_inputs_same_bytes_and_the_seed_matters(make_config, tmp_path):
@@ -105,9 +162,18 @@ def test_manifest_records_the_run_and_hashes_every_file(make_config, tmp_path):
 def test_a_split_too_small_names_dataset_split_and_counts(make_config, tmp_path):
     cfg = make_config(datasets=[{"name": "synthetic", "sizes": {**SMALL, "test_ood": 5000}}])
     with pytest.raises(UserError, match=r"dataset 'synthetic': split test_ood needs 5000 hard rows but only \d+ are left "
-                                         r"\(\d+ hard rows available, 5050 requested for student_pool \+ test_ood\)"):
+                                         r"\(\d+ hard rows available, 5000 requested for test_ood, with "
+                                         r"student_pool: easy\)"):
         prepare_data(cfg, "synthetic", 0, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+    easy = make_config(datasets=[{"name": "synthetic", "sizes": {**SMALL, "student_pool": 5000}}])
+    with pytest.raises(UserError, match=r"split student_pool needs 5000 easy rows but only \d+ are left \(\d+ easy rows "
+                                         r"available, 5110 requested for weak_train \+ val \+ test_id \+ student_pool, "
+                                         r"with student_pool: easy\).*datasets\[\]\.student_pool"):
+        prepare_data(easy, "synthetic", 0, tmp_path / "out")
+    hard = make_config(datasets=[{"name": "synthetic", "sizes": {**SMALL, "test_ood": 5000}, "student_pool": "hard"}])
+    with pytest.raises(UserError, match=r"5050 requested for student_pool \+ test_ood, with student_pool: hard\)"):
+        prepare_data(hard, "synthetic", 0, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,8 +184,8 @@ def test_length_strategy_calls_the_longest_hard(make_config, tmp_path):
     prepare_data(synthetic_config(make_config, difficulty={"strategy": "length", "hard_fraction": 0.4}), "synthetic", 0,
                  tmp_path / "out")
     got = read_splits(tmp_path / "out")
-    easy = [r["difficulty"] for n in splits.EASY_SPLITS for r in got[n]]
-    hard = [r["difficulty"] for n in splits.HARD_SPLITS for r in got[n]]
+    easy = [r["difficulty"] for n in ("weak_train", "val", "test_id") for r in got[n]]
+    hard = [r["difficulty"] for r in got["test_ood"]]
     assert max(easy) <= min(hard)
     sample = got["test_id"][0]
     assert sample["difficulty"] == len(sample["prompt"].split()) + len(sample["answer"].split())
@@ -141,10 +207,10 @@ def test_model_strategy_never_rates_a_row_with_a_model_that_saw_it(make_config, 
     for trained, batch in rater.calls:
         assert not trained & set(batch)
     got = read_splits(tmp_path / "out")
-    for rows in got.values():  # difficulty is the held-out score, and the hard half is the higher half
-        assert all(math.isclose(r["difficulty"], int(r["uid"][:6], 16) / 16**6) for r in rows)
-    assert max(r["difficulty"] for n in splits.EASY_SPLITS for r in got[n]) <= min(
-        r["difficulty"] for n in splits.HARD_SPLITS for r in got[n])
+    for name in ("weak_train", "val", "test_id", "test_ood"):  # the held-out score; the hard half is the higher
+        assert all(math.isclose(r["difficulty"], int(r["uid"][:6], 16) / 16**6) for r in got[name])
+    assert max(r["difficulty"] for n in ("weak_train", "val", "test_id") for r in got[n]) <= min(
+        r["difficulty"] for r in got["test_ood"])
 
 
 def test_cross_fit_folds_hold_whole_questions():
@@ -207,11 +273,11 @@ def test_cli_arc_source_strategy_easy_and_challenge(config_file, tmp_path):
     assert run_cli(config, "arc", tmp_path / "arc") == 0
     got = read_splits(tmp_path / "arc")
     assert {k: len(v) for k, v in got.items()} == sizes
-    challenge_uids = {r["uid"] for n in splits.HARD_SPLITS for r in got[n] if r["source"] == "ARC-Challenge"}
-    for name in splits.EASY_SPLITS:
+    challenge_uids = {r["uid"] for r in got["test_ood"] if r["source"] == "ARC-Challenge"}
+    for name in splits.TIERS["easy"]["easy"]:  # the default pool: ARC-Easy questions, as weak_train
         assert {r["source"] for r in got[name]} == {"ARC-Easy"}
-    for name in splits.HARD_SPLITS:  # an Easy row lands here only as the twin of a Challenge question
-        assert all(r["source"] == "ARC-Challenge" or r["uid"] in challenge_uids for r in got[name])
+    # an Easy row lands in test_ood only as the twin of a Challenge question
+    assert all(r["source"] == "ARC-Challenge" or r["uid"] in challenge_uids for r in got["test_ood"])
     assert all("answerKey" not in r for r in got["student_pool"])
 
 

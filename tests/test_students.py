@@ -1,4 +1,5 @@
-"""Students learn from pseudo-labels only; the ceiling alone reads the gold answers of student_pool."""
+"""Students learn from pseudo-labels only and select on their supervisor's val answers; the ceiling alone
+reads the gold answers of student_pool, and alone selects on gold val."""
 import json
 import shutil
 
@@ -20,44 +21,113 @@ def cfg(make_config):
     return make_config(models=models, training={"expert": TRAINING, "student": TRAINING})
 
 
-def pseudo_labels(data, path):
-    """An ensemble's answers for student_pool: deliberately not the gold ones."""
-    rows = [{"uid": r["uid"], "prompt": r["prompt"], "answer": "pseudo answer"} for r in read_jsonl(data / "student_pool.jsonl")]
+def pseudo_labels(data, path, split="student_pool"):
+    """An ensemble's answers for a split: deliberately not the gold ones."""
+    rows = [{"uid": r["uid"], "prompt": r["prompt"], "answer": "pseudo answer"} for r in read_jsonl(data / f"{split}.jsonl")]
     write_jsonl(path, rows)
     return path
 
 
-def train(cfg, data, base, out, labels=None, gold=False):
-    students.train_student(cfg, strong="strong", seed=0, data=data, base=base, labels=labels, gold=gold, out=out)
+def train(cfg, data, base, out, labels=None, gold=False, val_labels=None):
+    students.train_student(cfg, strong="strong", seed=0, data=data, base=base, labels=labels, gold=gold, out=out,
+                           val_labels=val_labels)
     return load_causal_lm(out / "model").state_dict(), json.loads((out / "train.json").read_text())
 
 
+def spy_fit(monkeypatch) -> list:
+    """Record the val rows each fit selects on."""
+    seen, real = [], students.fit
+    monkeypatch.setattr(students, "fit", lambda *a, **kw: seen.append(kw["val_rows"]) or real(*a, **kw))
+    return seen
+
+
 def test_student_is_the_same_whether_or_not_gold_exists(cfg, tiny_model_dir, tmp_path):
+    """Neither student_pool's gold nor val.jsonl (gold answers too) plays any part in a student."""
     data = write_split_dir(tmp_path / "data")
     labels = pseudo_labels(data, tmp_path / "pseudo.jsonl")
-    with_gold, info = train(cfg, data, tiny_model_dir, tmp_path / "a", labels=labels)
+    val_labels = pseudo_labels(data, tmp_path / "pseudo.val.jsonl", split="val")
+    with_gold, info = train(cfg, data, tiny_model_dir, tmp_path / "a", labels=labels, val_labels=val_labels)
     assert info["role"] == "student" and info["n_rows"] == 6 and info["tokens_processed"] > 0
+    assert info["selected_on"] == str(val_labels)
     assert not (tmp_path / "a.ckpt").exists()
-    assert json.loads((tmp_path / "a" / "fit.json").read_text())["resumed_from"] is None
+    fit_stats = json.loads((tmp_path / "a" / "fit.json").read_text())
+    assert fit_stats["resumed_from"] is None and len(fit_stats["val_losses"]) == TRAINING["epochs"]
     record = json.loads((tmp_path / "a.provenance.json").read_text())
     assert record["step"] == "train_student" and record["config_keys"] == ["models.strong", "training.student"]
-    assert str(labels) in record["inputs"] and not any("gold" in p for p in record["inputs"])
+    assert set(record["inputs"]) == {str(labels), str(val_labels), str(data / "student_pool.jsonl"), str(tiny_model_dir)}
     shutil.rmtree(data / "gold")
-    without_gold, _ = train(cfg, data, tiny_model_dir, tmp_path / "b", labels=labels)
+    (data / "val.jsonl").unlink()
+    without_gold, _ = train(cfg, data, tiny_model_dir, tmp_path / "b", labels=labels, val_labels=val_labels)
     assert all(torch.equal(with_gold[k], without_gold[k]) for k in with_gold)
     base = load_causal_lm(tiny_model_dir).state_dict()
     assert not torch.equal(with_gold["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
 
 
-def test_ceiling_trains_on_gold(cfg, tiny_model_dir, tmp_path):
+def test_a_student_selects_on_its_supervisors_val_answers(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    """The val rows the epoch is chosen on are the val label file's, whose answers differ from gold;
+    the same training with gold-valued val answers gives other val losses, so the losses follow the file."""
+    data = write_split_dir(tmp_path / "data")
+    labels = pseudo_labels(data, tmp_path / "pseudo.jsonl")
+    val_labels = pseudo_labels(data, tmp_path / "pseudo.val.jsonl", split="val")
+    seen = spy_fit(monkeypatch)
+    train(cfg, data, tiny_model_dir, tmp_path / "a", labels=labels, val_labels=val_labels)
+    gold_val = read_jsonl(data / "val.jsonl")
+    assert seen[0] == read_jsonl(val_labels)
+    assert all(r["answer"] == "pseudo answer" != g["answer"] for r, g in zip(seen[0], gold_val))
+    gold_like = tmp_path / "gold-like.val.jsonl"  # the supervisor answering exactly gold
+    write_jsonl(gold_like, [{"uid": r["uid"], "prompt": r["prompt"], "answer": r["answer"]} for r in gold_val])
+    train(cfg, data, tiny_model_dir, tmp_path / "b", labels=labels, val_labels=gold_like)
+    losses = [json.loads((tmp_path / d / "fit.json").read_text())["val_losses"] for d in ("a", "b")]
+    assert losses[0] != losses[1]
+
+
+def test_ceiling_trains_on_gold_and_selects_on_gold_val(cfg, tiny_model_dir, tmp_path, monkeypatch):
     data = write_split_dir(tmp_path / "data")
     role, rows = students.training_rows(data, labels=None, gold=True)
     gold = {r["uid"]: r["answer"] for r in read_jsonl(data / "gold" / "student_pool.jsonl")}
     assert role == "ceiling" and [r["answer"] for r in rows] == [gold[r["uid"]] for r in rows]
+    seen = spy_fit(monkeypatch)
     _, info = train(cfg, data, tiny_model_dir, tmp_path / "ceiling", gold=True)
-    assert info["role"] == "ceiling" and info["n_rows"] == 6
+    assert info["role"] == "ceiling" and info["n_rows"] == 6 and info["selected_on"] == str(data / "val.jsonl")
+    assert seen == [read_jsonl(data / "val.jsonl")]
     record = json.loads((tmp_path / "ceiling.provenance.json").read_text())
-    assert str(data / "gold" / "student_pool.jsonl") in record["inputs"] and record["extra"]["role"] == "ceiling"
+    assert {str(data / "gold" / "student_pool.jsonl"), str(data / "val.jsonl")} <= set(record["inputs"])
+    assert record["extra"]["role"] == "ceiling"
+
+
+def test_what_each_role_may_select_on(tmp_path):
+    data = write_split_dir(tmp_path / "data")
+    val_labels = pseudo_labels(data, tmp_path / "pseudo.val.jsonl", split="val")
+    select = students.selection_rows
+    with pytest.raises(UserError, match="pass --val-labels"):
+        select(data, "student", None, select_on_val=True)
+    with pytest.raises(UserError, match="the ceiling selects its epoch on val's gold answers"):
+        select(data, "ceiling", val_labels, select_on_val=True)
+    with pytest.raises(UserError, match="select_on_val is false"):
+        select(data, "student", val_labels, select_on_val=False)
+    assert select(data, "student", None, select_on_val=False) == select(data, "ceiling", None, False) == (None, None)
+    gold_val = [{**r, "choices": [r["answer"], "other"], "gold": 0} for r in read_jsonl(data / "val.jsonl")]
+    write_jsonl(data / "val.jsonl", gold_val)  # as prepare-data writes val: with `gold`
+    with pytest.raises(UserError, match="row 1: carries `gold`"):
+        select(data, "student", data / "val.jsonl", select_on_val=True)
+    with pytest.raises(UserError, match="read only by the ceiling"):
+        select(data, "student", data / "gold" / "student_pool.jsonl", select_on_val=True)
+    write_jsonl(val_labels, [{"uid": "u100", "prompt": "Question: ?\nAnswer:", "answer": " "}])
+    with pytest.raises(UserError, match="row 1: a val label row needs a prompt and a non-empty answer"):
+        select(data, "student", val_labels, select_on_val=True)
+    write_jsonl(val_labels, [])
+    with pytest.raises(UserError, match="no val answers to select on"):
+        select(data, "student", val_labels, select_on_val=True)
+
+
+def test_without_selection_a_student_trains_fixed_epochs(make_config, tiny_model_dir, tmp_path, monkeypatch):
+    models = {"weak": {"source": "tiny", "tiny": {}}, "strong": {"source": "tiny", "tiny": {}}}
+    cfg = make_config(models=models, training={"expert": TRAINING, "student": {**TRAINING, "select_on_val": False}})
+    data = write_split_dir(tmp_path / "data")
+    seen = spy_fit(monkeypatch)
+    _, info = train(cfg, data, tiny_model_dir, tmp_path / "a", labels=pseudo_labels(data, tmp_path / "pseudo.jsonl"))
+    assert seen == [None] and info["selected_on"] is None
+    assert not any("val" in p for p in json.loads((tmp_path / "a.provenance.json").read_text())["inputs"])
 
 
 def test_only_the_ceiling_reads_gold(tmp_path):
@@ -96,5 +166,5 @@ def test_a_pool_with_answers_is_a_leak(tmp_path):
     data = write_split_dir(tmp_path / "data")
     pool = read_jsonl(data / "student_pool.jsonl")
     write_jsonl(data / "student_pool.jsonl", [dict(pool[0], answer="gold")] + pool[1:])
-    with pytest.raises(UserError, match="must not carry an answer"):
-        students.read_pool(data)
+    with pytest.raises(UserError, match=r"row 1: field\(s\) answer are not in the student_pool allow-list"):
+        students.training_rows(data, labels=None, gold=True)

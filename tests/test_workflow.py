@@ -50,7 +50,7 @@ def test_default_dag_expands_rounds_and_roles(tmp_path):
     assert counts["evaluate_expert"] == 3
     assert counts["evaluate_ensemble"] == 4  # r >= 2 for both ensembles
     assert counts["evaluate_base"] == 2
-    assert counts["table"] == 6 and counts["figure"] == 5
+    assert counts["table"] == 7 and counts["figure"] == 5
     assert counts["metrics"] == 1 and counts["provenance"] == 1
 
 
@@ -68,6 +68,23 @@ def test_a_new_pair_is_one_config_entry(tmp_path):
     assert after["train_student"] == 2 * before["train_student"]  # the new pair's students
     assert after["train_ceiling"] == before["train_ceiling"] + 1
     assert after["train_expert"] == before["train_expert"]  # same weak model: experts are shared
+
+
+def test_students_select_on_their_supervisors_val_answers_only(tmp_path):
+    """Every student's command selects on its own ensemble's val answers (pseudo-label's --val-out) and
+    never names val.jsonl; the ceiling selects on gold val, so it takes no --val-labels."""
+    res = snakemake("-n", "-p", "--cores", "1", "--directory", str(REPO), "--config", f"results_dir={tmp_path}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    commands = [line for line in res.stdout.splitlines() if " ensemw2s " in line]
+    pseudo = {re.search(r"--out (\S+)", c).group(1): re.search(r"--val-out (\S+)", c).group(1)
+              for c in commands if " pseudo-label " in c}
+    students = [c for c in commands if " train-student " in c and " --labels " in c]
+    assert len(pseudo) == len(students) == 5
+    for c in students:
+        labels, val = re.search(r"--labels (\S+)", c).group(1), re.search(r"--val-labels (\S+)", c).group(1)
+        assert val == pseudo[labels] and "val.jsonl" not in c.replace(val, "")
+    ceiling = [c for c in commands if " train-student " in c and " --gold " in c]
+    assert len(ceiling) == 1 and "--val-labels" not in ceiling[0]
 
 
 def test_paper_grid_lists_quickly(tmp_path):

@@ -146,6 +146,15 @@ def pseudo(weak, dataset, seed, ensemble, r):
     return f"{RUN}/pseudo/{weak}/{dataset}/s{seed}/{ensemble}/r{r}.jsonl"
 
 
+def pseudo_val(weak, dataset, seed, ensemble, r):
+    """The same ensemble's answers for val: what its students select their epoch on (never gold val)."""
+    return f"{RUN}/pseudo/{weak}/{dataset}/s{seed}/{ensemble}/r{r}.val.jsonl"
+
+
+# students select on their supervisor's val answers (select_on_val), else train a fixed number of epochs
+STUDENT_SELECTS = C.student_training.select_on_val
+
+
 def student_dir(weak, strong, dataset, seed, ensemble, r):
     return f"{RUN}/students/{weak}__{strong}/{dataset}/s{seed}/{ensemble}/r{r}"
 
@@ -187,6 +196,12 @@ def score_files():
             for p in PAIRS:
                 out += [f"{base}/student/{p.name}/{e}/r{r}.json" for e, r in student_ensembles()]
     return out
+
+
+def pseudo_meta_files():
+    """The sidecar of every pseudo-label file: truncated and choice-matching pseudo-answers."""
+    return [pseudo(w, ds, s, e, r) + ".meta.json" for ds in DATASETS for s in SEEDS for w in WEAK
+            for e, r in student_ensembles()]
 
 
 def expert_dirs():

@@ -1,4 +1,5 @@
-# The ensemble of the first r experts (a manifest), and its greedy answers for student_pool.
+# The ensemble of the first r experts (a manifest), and its greedy answers for student_pool (and for val,
+# which its students select their epoch on when training.student.select_on_val is set).
 
 
 def ensemble_experts(wildcards):
@@ -30,8 +31,10 @@ rule pseudo_label:
     output:
         labels=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
         meta=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}") + ".meta.json",
+        **({"val": pseudo_val("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}")} if STUDENT_SELECTS else {}),
     params:
         h=lambda w: h(C.raw["evaluation"]["max_new_tokens"]),
+        val=lambda w, output: f"--val-out {output.val}" if STUDENT_SELECTS else "",
     log:
         log("pseudo/{weak}_{dataset}_s{seed}_{ensemble}_r{r}"),
     benchmark:
@@ -40,4 +43,5 @@ rule pseudo_label:
     resources:
         **res("pseudo_label"),
     shell:
-        f"{EW} pseudo-label --config {CFG} --manifest {{input.manifest}} --data {{input.data}} --out {{output.labels}} > {{log}} 2>&1"
+        f"{EW} pseudo-label --config {CFG} --manifest {{input.manifest}} --data {{input.data}} --out {{output.labels}}"
+        f" {{params.val}} > {{log}} 2>&1"

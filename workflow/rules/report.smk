@@ -4,6 +4,7 @@ rule metrics:
     input:
         scores=score_files(),
         experts=expert_dirs(),
+        pseudo=pseudo_meta_files(),
     output:
         report(f"{RUN}/metrics.csv", category="Results", caption="../report/metrics.rst"),
     params:
@@ -15,7 +16,8 @@ rule metrics:
     resources:
         **res("report"),
     shell:
-        f"{EW} metrics --config {CFG} --scores {{input.scores}} --boosting {{params.boosting}} --out {{output}} > {{log}} 2>&1"
+        f"{EW} metrics --config {CFG} --scores {{input.scores}} --boosting {{params.boosting}}"
+        f" --pseudo {{input.pseudo}} --out {{output}} > {{log}} 2>&1"
 
 
 rule provenance:

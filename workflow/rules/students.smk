@@ -1,15 +1,18 @@
-# Students learn from the ensemble of the first r experts; the ceiling from student_pool's gold answers.
+# Students learn from the ensemble of the first r experts, and select their epoch on its val answers;
+# the ceiling learns from student_pool's gold answers and selects on gold val.
 
 
 rule train_student:
     input:
         labels=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
+        **({"val": pseudo_val("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}")} if STUDENT_SELECTS else {}),
         data=f"{RUN}/data/{{dataset}}/s{{seed}}",
         base=f"{RUN}/models/{{strong}}",
     output:
         directory(student_dir("{weak}", "{strong}", "{dataset}", "{seed}", "{ensemble}", "{r}")),
     params:
         h=lambda w: h(model_hash(w.strong), C.raw["training"]["student"]),
+        val=lambda w, input: f"--val-labels {input.val}" if STUDENT_SELECTS else "",
     log:
         log("students/{weak}__{strong}_{dataset}_s{seed}_{ensemble}_r{r}"),
     benchmark:
@@ -19,7 +22,8 @@ rule train_student:
         **res("train_student"),
     shell:
         f"{EW} train-student --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
-        f" --data {{input.data}} --base {{input.base}} --labels {{input.labels}} --out {{output}} > {{log}} 2>&1"
+        f" --data {{input.data}} --base {{input.base}} --labels {{input.labels}}"
+        f" {{params.val}} --out {{output}} > {{log}} 2>&1"
 
 
 rule train_ceiling:
