@@ -35,13 +35,16 @@ def record_path(artefact: str | Path) -> Path:
 
 
 def git_commit(repo: Path = REPO) -> dict[str, Any]:
-    """{"commit": sha or "unknown", "dirty": bool or None} of the repository holding the package."""
+    """{"commit": sha or "unknown", "dirty": bool or None} of the repository holding the package; dirty =
+    a tracked file outside results/ differs from the commit."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        # the committed outputs under results/ are rewritten by the runs themselves: they are not the code
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
 

@@ -111,3 +111,20 @@ def test_bad_records_are_user_errors(tmp_path, make_config):
     other.write_text("{}")
     with pytest.raises(DataFileError, match="not a provenance record"):
         P.write_run_provenance(cfg, [other], tmp_path / "p.json")
+
+
+def test_dirty_means_code_changed_not_the_runs_own_committed_outputs(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results" / "run").mkdir(parents=True)
+    (tmp_path / "results" / "run" / "metrics.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    assert P.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "run" / "metrics.csv").write_text("b\n")  # a run rewrote its committed output
+    assert P.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert P.git_commit(tmp_path)["dirty"] is True
