@@ -26,16 +26,18 @@ END = "<!-- end generated -->"
 
 
 def _provenance(run: Path) -> str:
-    """Commit, state and job time of a run, from its provenance.json (times summed per step kind)."""
+    """Commit, state and job time of a run, from its provenance.json: the wall time of each job's Snakemake
+    benchmark (what `totals` sums), per rule family. The step records' own times are the same jobs again."""
     prov = read_json(run / "provenance.json")
     per_kind: dict[str, float] = defaultdict(float)
     for step in prov["steps"]:
-        if step.get("wall_time_s") is not None:
+        if step["source"].endswith(".tsv") and step.get("wall_time_s") is not None:
             per_kind[step["step"].split("/")[0]] += float(step["wall_time_s"])
     kinds = ", ".join(f"{kind} {seconds:,.0f} s" for kind, seconds in sorted(per_kind.items(), key=lambda kv: -kv[1]))
+    jobs = sum(step["source"].endswith(".tsv") for step in prov["steps"])
     return (f"Run `{prov['run']}`: commit `{prov['commit'][:7]}` (dirty: {str(prov['dirty']).lower()}), seeds "
-            f"{', '.join(map(str, prov['seeds']))}, {prov['totals']['steps']} job records, "
-            f"{prov['totals']['wall_time_s']:,.0f} s of job time ({kinds}).\n")
+            f"{', '.join(map(str, prov['seeds']))}, {jobs} benchmarked jobs, {prov['totals']['wall_time_s']:,.0f} s of job "
+            f"time ({kinds}).\n")
 
 
 def _table(run: Path, name: str) -> str:

@@ -32,9 +32,12 @@ def committed_run(tmp_path_factory):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.raw, sort_keys=True))
     write_json(run / "provenance.json", {
         "run": "fake", "commit": "0123456789abcdef", "dirty": False, "seeds": [0],
-        "totals": {"steps": 3, "wall_time_s": 1500.0},
-        "steps": [{"step": "experts/a", "wall_time_s": 1000.0}, {"step": "experts/b", "wall_time_s": 200.0},
-                  {"step": "scores/c", "wall_time_s": 300.0}]})
+        "totals": {"steps": 4, "wall_time_s": 1500.0},
+        "steps": [{"step": "experts/a", "source": "b/experts/a.tsv", "wall_time_s": 1000.0},
+                  {"step": "experts/b", "source": "b/experts/b.tsv", "wall_time_s": 200.0},
+                  {"step": "scores/c", "source": "b/scores/c.tsv", "wall_time_s": 300.0},
+                  # the same job's own record: not counted again
+                  {"step": "train_expert", "source": "experts/a/boosting.json.provenance.json", "wall_time_s": 990.0}]})
     return root
 
 
@@ -53,7 +56,7 @@ def test_generated_blocks_are_written_then_checked(committed_run):
                 caption_note=report.protocol_note(__import__("ensemw2s.config", fromlist=["load"]).load(
                     committed_run / "results/fake/config.yaml")))
     assert (committed_run / "summary.md").read_text() in text  # exactly what `ensemw2s report` writes
-    assert "Run `fake`: commit `0123456` (dirty: false), seeds 0, 3 job records, 1,500 s of job time " \
+    assert "Run `fake`: commit `0123456` (dirty: false), seeds 0, 3 benchmarked jobs, 1,500 s of job time " \
            "(experts 1,200 s, scores 300 s)." in text
     assert text.startswith("intro\n") and text.endswith(END + "\noutro\n") and "stale" not in text
     assert readme(readme_md, write=False) == []  # now up to date
