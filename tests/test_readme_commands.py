@@ -35,12 +35,12 @@ SNAKEMAKE_NEUTRAL_WITH_VALUE = {"--cores"}
 # a command's check -> the tests that run it, as (module, test, strings its source must contain)
 ELSEWHERE = {
     ("dag", None, ()): [("tests.test_workflow", "test_default_dag_expands_rounds_and_roles", ("dry_run(tmp_path)",))],
-    ("dag", None, ("config/paper.yaml",)): [("tests.test_workflow", "test_paper_grid_lists_quickly",
+    ("dag", None, ("config/paper.yaml",)): [("tests.test_workflow", "test_paper_grid_dry_run_lists_every_job",
                                              ('"paper.yaml"',))],
     # the profile and the grid are each dry-run there; the two together are another 40 s dry run
     ("dag", "profiles/slurm", ("config/paper.yaml",)): [
         ("tests.test_workflow", "test_slurm_profile_dry_run", ("profiles/slurm",)),
-        ("tests.test_workflow", "test_paper_grid_lists_quickly", ('"paper.yaml"',))],
+        ("tests.test_workflow", "test_paper_grid_dry_run_lists_every_job", ('"paper.yaml"',))],
     ("unlock",): [("tests.test_end_to_end", "test_a_killed_run_resumes_to_a_byte_identical_metrics_csv",
                    ('"--unlock"', '"--rerun-incomplete"'))],
     ("step", cli.LM_EVAL): [("tests.test_lmeval_model", "test_lm_eval_command_writes_the_suites_scores",
