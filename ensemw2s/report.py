@@ -409,7 +409,8 @@ def table_summary(frame: pd.DataFrame, boosting: list[Path]) -> Table:
                 for col, val in sel.items():
                     mask &= (here[col] == val).to_numpy()
                 parts.append(here[mask].assign(model=label, _o=order, pair=_pair_label(weak, strong)))
-    rows = _split_order(pd.concat(parts, ignore_index=True).sort_values("_o", kind="stable"))
+    rows = _need(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(), "students (the summary is per pair)")
+    rows = _split_order(rows.sort_values("_o", kind="stable"))
     index = ["dataset", "pair", "model"]
     long = _long(rows, index, lambda r: SPLIT_LABEL[r["eval_split"]], "pct")
     order = {m: i for i, m in enumerate(dict.fromkeys(rows["model"]))}

@@ -141,6 +141,19 @@ def test_paper_claims_say_when_r_star_is_one(tmp_path):
     assert "n/a (r* = 1)" in (tmp_path / "claims.md").read_text()
 
 
+def test_summary_reads_top_to_bottom(run, tmp_path):
+    frame, md = _table(run, tmp_path, "summary")
+    models = list(dict.fromkeys(frame["model"]))
+    assert models[:4] == ["weak base, zero-shot", "strong base, zero-shot", "single weak expert h_1", "student of h_1"]
+    assert models[-1] == "ceiling (strong on gold student_pool)"
+    assert {"ID", "OOD", "ID ci_low"} <= set(frame.columns)
+    weak_only = tmp_path / "weak_only.csv"
+    metrics = report.load_metrics(run[0])
+    metrics[~metrics["role"].isin(["student"])].to_csv(weak_only, index=False)
+    with pytest.raises(UserError, match="no rows for students"):
+        report.make("summary", weak_only, [], tmp_path / "summary_weak_only")
+
+
 def test_latex_is_escaped(run, tmp_path):
     _table(run, tmp_path, "paper_claims")
     tex = (tmp_path / "paper_claims.tex").read_text()
