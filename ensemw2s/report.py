@@ -360,11 +360,10 @@ def table_paper_claims(frame: pd.DataFrame, boosting: list[Path]) -> Table:
     p = pooled(frame)
     parts = [_claim_rows(p, *claim) for claim in PAPER_CLAIMS]
     rows = _need(pd.concat(parts, ignore_index=True), f"improvements of the {METHOD!r} ensemble or its students")
-    rows = rows.assign(round_=rows["round"])
     index = ["claim", "dataset", "weak_model", "strong_model", "at"]
     paper = rows.assign(value=rows["paper"], ci_low=np.nan, ci_high=np.nan, note="")
     measured = rows.assign(note="")
-    rounds = rows.assign(value=rows["round_"].astype(float), ci_low=np.nan, ci_high=np.nan, note="")
+    rounds = rows.assign(value=rows["round"].astype(float), ci_low=np.nan, ci_high=np.nan, note="")
     mdes = rows.assign(value=rows["mde"], ci_low=np.nan, ci_high=np.nan,
                        note=["r* = 1" if (a == "r*" and r == 1) else "" for a, r in zip(rows["at"], rows["r_star"])])
     mdes.loc[mdes["note"] != "", "value"] = np.nan  # an MDE of a difference that is 0 by construction says nothing

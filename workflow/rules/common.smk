@@ -148,7 +148,7 @@ def pseudo(weak, dataset, seed, ensemble, r):
 
 def pseudo_val(weak, dataset, seed, ensemble, r):
     """The same ensemble's answers for val: what its students select their epoch on (never gold val)."""
-    return f"{RUN}/pseudo/{weak}/{dataset}/s{seed}/{ensemble}/r{r}.val.jsonl"
+    return pseudo(weak, dataset, seed, ensemble, r).removesuffix(".jsonl") + ".val.jsonl"
 
 
 # students select on their supervisor's val answers (select_on_val), else train a fixed number of epochs
