@@ -40,11 +40,11 @@ rereport: setup
 	    --scores $$(find $(RUN)/scores -name '*.json' ! -name '*.provenance.json' | sort) \
 	    --boosting $$(find $(RUN)/experts -name boosting.json | sort) \
 	    --pseudo $$(find $(RUN) -path '*/pseudo/*' -name '*.meta.json' | sort)
-	for name in $$($(BIN)/python -c "from ensemw2s import report; print(*report.TABLES.names())"); do \
+	for name in $$($(BIN)/python -c "from ensemw2s.tables import TABLES; print(*TABLES.names())"); do \
 	    $(BIN)/ensemw2s report --config $(RUN)/config.yaml --name $$name --metrics $(RUN)/metrics.csv \
 	        --out $(RUN)/tables/$$name || exit 1; \
 	done
-	for name in $$($(BIN)/python -c "from ensemw2s import report; print(*report.FIGURES.names())"); do \
+	for name in $$($(BIN)/python -c "from ensemw2s.figures import FIGURES; print(*FIGURES.names())"); do \
 	    $(BIN)/ensemw2s report --config $(RUN)/config.yaml --name $$name --metrics $(RUN)/metrics.csv \
 	        --boosting $$(find $(RUN)/experts -name boosting.json | sort) --out $(RUN)/figures/$$name || exit 1; \
 	done

@@ -51,13 +51,13 @@ def spec(cfg: dict):
 
 def resample_multipliers(tokenizer, rows: list[dict]) -> list[torch.Tensor]:
     """Per row, one loss multiplier per answer token: resample counts from a random D over all answer tokens."""
-    from ensemw2s.boosting import LOSS_MULTIPLIERS
+    from ensemw2s.kinds import TOKEN_WEIGHTINGS
     from ensemw2s.training import answer_token_ids
 
     lengths = [len(a) for a in answer_token_ids(tokenizer, rows, MAX_LENGTH)]
     g = torch.Generator().manual_seed(1)
     D = torch.rand(sum(lengths), generator=g, dtype=torch.float64)
-    return list(LOSS_MULTIPLIERS.get("resample")(D / D.sum(), g).split(lengths))
+    return list(TOKEN_WEIGHTINGS.get("resample")(D / D.sum(), g).split(lengths))
 
 
 def weighted_run(model, tokenizer, rows, multipliers, cfg):

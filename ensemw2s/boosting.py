@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from ensemw2s.registry import Registry
+from ensemw2s.kinds import ALPHA_RULES, TOKEN_WEIGHTINGS
 
 EPS_MIN = 1e-10
 EPS_MAX = 1.0 - 1e-10
@@ -59,10 +59,6 @@ class AlphaRule:
     update_scale: float  # D_{t+1} = D_t exp(update_scale * alpha * miss) / Z (METHOD.md step 6)
 
 
-# alpha rules; config's boosting.alpha names one. Add an entry to add a rule.
-ALPHA_RULES: Registry[AlphaRule] = Registry("alpha rule")
-
-
 def samme_alpha(eps: float, k: int) -> float:
     """log((1-eps)/eps) + log(K-1): the paper's prior term log(1/(1-e) - 1) at chance e = 1 - 1/K."""
     if k < 2:
@@ -77,8 +73,9 @@ def adaboost_alpha(eps: float, k: int) -> float:
 
 # samme: a miss is multiplied by (1-eps)/eps (K-1), leaving (K-1)/K of the mass on the misses.
 # adaboost: binary AdaBoost's exp(-alpha y h) is exp(2 alpha miss) up to Z; the misses then hold exactly 1/2.
-ALPHA_RULES.add("samme", AlphaRule(samme_alpha, update_scale=1.0))
-ALPHA_RULES.add("adaboost", AlphaRule(adaboost_alpha, update_scale=2.0))
+# the alpha rules (config: boosting.alpha), named in ensemw2s/kinds.py
+SAMME = AlphaRule(samme_alpha, update_scale=1.0)
+ADABOOST = AlphaRule(adaboost_alpha, update_scale=2.0)
 
 
 def alpha(rule: str, eps: float, k: int) -> float:
@@ -160,16 +157,38 @@ def bootstrap_counts(n_rows: int, generator: torch.Generator) -> Tensor:
     return torch.bincount(draws, minlength=n_rows)
 
 
-def reweight_multipliers(D: Tensor) -> Tensor:
-    """`reweight` loss multipliers n * D: 1 everywhere under uniform D, so the loss is plain SFT."""
+def reweight_multipliers(D: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """`reweight` loss multipliers n * D: 1 everywhere under uniform D, so the loss is plain SFT.
+    Deterministic: `generator` is unused (the signature every token weighting shares)."""
     n = int((D > 0).sum())
     return (D.to(torch.float64) * n).to(torch.float32)
 
 
-# token weightings: (D_t, generator) -> loss multipliers (METHOD.md step 2); config's boosting.token_weighting
-LOSS_MULTIPLIERS: Registry[Callable[[Tensor, torch.Generator], Tensor]] = Registry("token weighting")
-LOSS_MULTIPLIERS.add("resample", lambda D, generator: resample_counts(D, generator).to(torch.float32))
-LOSS_MULTIPLIERS.add("reweight", lambda D, generator: reweight_multipliers(D))
+# token weightings (D_t, generator) -> loss multipliers (METHOD.md step 2), named in ensemw2s/kinds.py
+def resample_multipliers(D: Tensor, generator: torch.Generator) -> Tensor:
+    """`resample` loss multipliers: how often each token is drawn from D (n draws)."""
+    return resample_counts(D, generator).to(torch.float32)
+
+
+# variant kinds (ensemw2s/variants.py): which tokens an expert's loss weighs, and which misses enter eps
+def boost_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str,
+                      generator: torch.Generator) -> Tensor | None:
+    """Round 1 (uniform D) is plain SFT, i.e. the single-weak baseline; later rounds weigh by D_t."""
+    if round == 1:
+        return None
+    return TOKEN_WEIGHTINGS.get(token_weighting)(D, generator)
+
+
+def bagging_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str,
+                        generator: torch.Generator) -> Tensor:
+    """Each example's tokens count as often as the example is drawn in a bootstrap resample."""
+    lengths = offsets[1:] - offsets[:-1]  # (N,)
+    return torch.repeat_interleave(bootstrap_counts(len(lengths), generator), lengths).to(torch.float32)
+
+
+def token_misses(miss: Tensor, offsets: Tensor) -> Tensor:
+    """Token-level boosting: each token's own miss enters eps."""
+    return miss
 
 
 def weight_entropy(D: Tensor) -> float:

@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--weak", required=True)
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--seed", type=int, required=True)
-    sp.add_argument("--variant", required=True, choices=["boost", "bagging", "sequence"])
+    sp.add_argument("--variant", required=True, help="a variant that trains experts (config boosting.variants)")
     sp.add_argument("--round", type=int, required=True)
     sp.add_argument("--data", required=True, type=Path, help="split directory of prepare-data")
     sp.add_argument("--base", required=True, type=Path, help="weak base checkpoint (prepare-model)")
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = step("ensemble", "Write the manifest of the ensemble of the given experts (paths, weights, combine).")
     sp.add_argument("--experts", required=True, nargs="+", type=Path, help="expert directories, rounds 1..r")
-    sp.add_argument("--weighting", required=True, choices=["alpha", "uniform"])
+    sp.add_argument("--variant", required=True, help="the variant the ensemble is (config boosting.variants)")
     sp.add_argument("--out", required=True, type=Path)
 
     sp = step("pseudo-label", "Answer student_pool with the ensemble's greedy decoding (no gold in the output).")
@@ -150,9 +150,9 @@ def _dispatch(args: argparse.Namespace) -> None:
         train_expert(cfg, weak=args.weak, dataset=args.dataset, seed=args.seed, variant=args.variant,
                      round=args.round, data=args.data, base=args.base, prev=args.prev, out=args.out)
     elif s == "ensemble":
-        from ensemw2s.ensemble import write_manifest
+        from ensemw2s.manifest import write_manifest
 
-        write_manifest(cfg, args.experts, args.weighting, args.out)
+        write_manifest(cfg, args.experts, args.variant, args.out)
     elif s == "pseudo-label":
         from ensemw2s.pseudolabel import pseudo_label
 
@@ -172,7 +172,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         write_metrics(cfg, args.scores, args.boosting, args.out, args.pseudo)
     elif s == "report":
-        from ensemw2s.report import make, protocol_note
+        from ensemw2s.report import make
+        from ensemw2s.tables import protocol_note
 
         make(args.name, args.metrics, args.boosting, args.out, caption_note=protocol_note(cfg))
     elif s == "provenance":

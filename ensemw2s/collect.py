@@ -34,6 +34,7 @@ supervisor of `pgr_vs_ensemble` is the ensemble of the same name and r. A derive
 its inputs were scored.
 
 Rows are sorted and floats formatted deterministically: the same inputs give the same bytes.
+Torch-free (the score-file contract is scores.py), so the tables, figures and `make rereport` load no model stack.
 """
 from __future__ import annotations
 
@@ -48,22 +49,23 @@ from typing import Any, Iterable
 import numpy as np
 
 from ensemw2s import metrics as M
-from ensemw2s import provenance
+from ensemw2s import provenance, steps
 from ensemw2s.config import Config, stable_hash
 from ensemw2s.errors import DataFileError, UserError
-from ensemw2s.evaluate import ROLES, SCORES, load_score
 from ensemw2s.io import atomic_path, read_json
+from ensemw2s.scores import ROLES, SCORES, load_score
+from ensemw2s.splitdir import SPLITS
+from ensemw2s.variants import METHOD
 
 COLUMNS = ["weak_model", "strong_model", "dataset", "eval_split", "role", "ensemble", "round", "seed", "score",
            "metric", "value", "ci_low", "ci_high", "n", "note"]
-SPLITS = ("weak_train", "val", "test_id", "student_pool", "test_ood", "all")
+SPLIT_ORDER = (*SPLITS, "all")  # eval_split order of the rows (`all`: tokens_processed)
+BOOSTING_LABELS = ("dataset", "seed", "variant", "round")  # what every boosting.json says of itself
 BOOSTING_METRICS = ("eps", "alpha", "weight_entropy", "weight_top10_share", "missed_mass_after_update")
 # pseudo-label sidecar (`<labels>.meta.json`) -> rows of the ensemble that wrote them, eval_split student_pool
 PSEUDO_METRICS = {"pseudo_truncated_share": "truncated", "pseudo_choice_match_share": "matches_choice",
                   "pseudo_empty_share": "empty_answers"}
 PSEUDO_MEAN_TOKENS = "pseudo_mean_answer_tokens"
-REFERENCE_VARIANT = "boost"  # its round-1 expert is plain SFT: the single weak supervisor
-VARIANT_OF = {"boost-uniform": "boost"}  # ensemble name -> the training variant of its experts
 # the meta fields that identify a model of each role; the others are blanked in keys and rows
 IDENTITY = {
     "weak_base": ("weak_model",),
@@ -94,11 +96,16 @@ def _key(ident: dict[str, Any]) -> tuple:
 class Scores:
     """Score files indexed by model identity, with paired per-example lookups."""
 
-    def __init__(self, paths: Iterable[Path]):
+    def __init__(self, paths: Iterable[Path], experts_of: dict[str, str]):
+        self.experts_of = experts_of  # ensemble (variant) name -> the variant that trained its experts
         self.by_key: dict[tuple, tuple[dict, Path]] = {}
         for path in sorted(Path(p) for p in paths):
             score = load_score(path)
             ident = _identity(score["meta"])
+            if ident["role"] in ("expert", "ensemble", "student") and ident["ensemble"] not in experts_of:
+                raise UserError(f"{path}: scores of variant {ident['ensemble']!r}, which the config's "
+                                f"boosting.variants does not declare ({', '.join(experts_of)}); pass the run's own "
+                                f"config (<run>/config.yaml)")
             key = _key(ident)
             if key in self.by_key:
                 raise UserError(f"score files {self.by_key[key][1]} and {path} describe the same model {ident}")
@@ -114,7 +121,7 @@ class Scores:
             ds, seed, weak, ens = ident["dataset"], ident["seed"], ident["weak_model"], ident["ensemble"]
             if self.get("ensemble", ds, seed, weak, ensemble=ens, round=1) is not None:
                 continue
-            expert = self.get("expert", ds, seed, weak, ensemble=VARIANT_OF.get(ens, ens), round=1)
+            expert = self.get("expert", ds, seed, weak, ensemble=self.experts_of[ens], round=1)
             if expert is not None:
                 meta = {**expert[0]["meta"], "role": "ensemble", "ensemble": ens, "round": 1}
                 alias = {**expert[0], "meta": meta, "alias": True}
@@ -147,18 +154,31 @@ def _paired(items: list[tuple[dict, Path]], split: str, score: str) -> list[np.n
 
 
 def boosting_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of one `experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/boosting.json` (labels from the path)."""
+    """Rows of one round's `boosting.json`, labelled by the record itself (weak model, dataset, seed,
+    variant, round)."""
     path = Path(path)
+    rec = read_json(path)
+    missing = [k for k in BOOSTING_LABELS if k not in rec]
+    if missing:
+        raise DataFileError(f"{path}: not a boosting.json of `ensemw2s train-expert` (lacks {', '.join(missing)}); "
+                            f"pass the experts' boosting.json files as --boosting")
+    base = {"weak_model": _weak_model(path, rec), "strong_model": "", "dataset": rec["dataset"],
+            "eval_split": "weak_train", "role": "expert", "ensemble": rec["variant"], "round": int(rec["round"]),
+            "seed": int(rec["seed"]), "score": "", "ci_low": math.nan, "ci_high": math.nan, "n": rec.get("n_tokens"),
+            "note": ""}
+    return [{**base, "metric": m, "value": float(rec[m])} for m in BOOSTING_METRICS if rec.get(m) is not None]
+
+
+def _weak_model(path: Path, rec: dict[str, Any]) -> str:
+    """The record's weak model. Records written before boosting.json carried it (the committed
+    results/cpu-real) name it only in their path, experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/."""
+    if "weak_model" in rec:
+        return rec["weak_model"]
     parts = path.parts
     if len(parts) < 6 or not re.fullmatch(r"s\d+", parts[-4]) or not re.fullmatch(r"r\d+", parts[-2]):
-        raise DataFileError(f"{path}: expected a path like "
-                            f"experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/boosting.json")
-    rec = read_json(path)
-    weak, dataset, seed = parts[-6], parts[-5], int(parts[-4][1:])
-    base = {"weak_model": weak, "strong_model": "", "dataset": dataset, "eval_split": "weak_train", "role": "expert",
-            "ensemble": rec.get("variant", parts[-3]), "round": int(rec.get("round", parts[-2][1:])), "seed": seed,
-            "score": "", "ci_low": math.nan, "ci_high": math.nan, "n": rec.get("n_tokens"), "note": ""}
-    return [{**base, "metric": m, "value": float(rec[m])} for m in BOOSTING_METRICS if rec.get(m) is not None]
+        raise DataFileError(f"{path}: names no weak_model and its path is not experts/<weak>/<dataset>/s<seed>/"
+                            f"<variant>/r<t>/boosting.json; rerun `ensemw2s train-expert`")
+    return parts[-6]
 
 
 def pseudo_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -231,9 +251,11 @@ def _accuracy_rows(scores: Scores, n_boot: int) -> list[dict]:
 
 
 def _reference_variant(scores: Scores, dataset: str, seed: int, weak: str, ensemble: str) -> str:
-    if scores.has_variant(dataset, seed, weak, REFERENCE_VARIANT):
-        return REFERENCE_VARIANT
-    return VARIANT_OF.get(ensemble, ensemble)
+    """The variant whose h_1 is the single weak supervisor: METHOD's round-1 expert (plain SFT) where
+    it was trained, else the ensemble's own experts' h_1."""
+    if scores.has_variant(dataset, seed, weak, METHOD):
+        return METHOD
+    return scores.experts_of[ensemble]
 
 
 # derived rows: paired comparisons of a model with its references, one estimator for all of them
@@ -256,7 +278,7 @@ def _references(scores: Scores, ident: dict[str, Any]) -> list[tuple[str, list]]
     ceiling = scores.get("ceiling", ds, seed, strong=strong)
     strong_base = scores.get("strong_base", ds, seed, strong=strong)
     supervisor = scores.get("ensemble", ds, seed, weak, ensemble=ens, round=r)
-    student1 = (scores.get("student", ds, seed, weak, strong, REFERENCE_VARIANT, 1)
+    student1 = (scores.get("student", ds, seed, weak, strong, METHOD, 1)
                 or scores.get("student", ds, seed, weak, strong, ens, 1))
     return [
         ("pgr_vs_weak", [this, expert1, ceiling]),
@@ -385,7 +407,7 @@ def _order(values: Iterable[str]) -> dict[str, int]:
     return {v: i for i, v in enumerate(values)}
 
 
-_ROLE, _SPLIT, _METRIC = _order(ROLES), _order(SPLITS), _order(METRICS)
+_ROLE, _SPLIT, _METRIC = _order(ROLES), _order(SPLIT_ORDER), _order(METRICS)
 
 
 def _sort_key(row: dict) -> tuple:
@@ -410,7 +432,7 @@ def metric_rows(cfg: Config, score_files: Iterable[Path], boosting_files: Iterab
                 pseudo_files: Iterable[Path] = ()) -> list[dict]:
     """All rows of metrics.csv, sorted, values still numbers."""
     n_boot = cfg.evaluation.bootstrap
-    scores = Scores(score_files)
+    scores = Scores(score_files, {name: v.experts for name, v in cfg.boosting.variants.items()})
     scores.alias_round_one()
     rows = _accuracy_rows(scores, n_boot)
     rows += _derived_rows(scores)
@@ -437,6 +459,6 @@ def write_metrics(cfg: Config, score_files: Iterable[Path], boosting_files: Iter
         writer.writeheader()
         for row in rows:
             writer.writerow({k: format_value(row[k]) if k in numeric else row[k] for k in COLUMNS})
-    provenance.record(out, cfg, ["evaluation.bootstrap"], [*score_files, *boosting_files, *pseudo_files],
+    provenance.record(out, cfg, steps.keys(cfg, "metrics"), [*score_files, *boosting_files, *pseudo_files],
                       {"step": "metrics", "rows": len(rows), "wall_time_s": time.perf_counter() - start})
     return Path(out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -17,11 +18,12 @@ from typing import Any
 import jsonschema
 import yaml
 
-from ensemw2s.errors import ConfigError
-from ensemw2s.registry import unknown_name_message
-
-SPLITS = ("weak_train", "val", "test_id", "student_pool", "test_ood")
-EVAL_SPLITS = ("val", "test_id", "test_ood")
+from ensemw2s import catalog, variants
+from ensemw2s.errors import ConfigError, UserError
+from ensemw2s.registry import load_plugin, unknown_name_message
+from ensemw2s.splitdir import SPLITS
+from ensemw2s.strategies import STRATEGIES
+from ensemw2s.variants import Variant
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,17 +97,22 @@ class DatasetSpec:
     options: dict[str, Any]
     subsample: int | None = None
     student_pool: str = "easy"  # easy: the W2S protocol (same distribution as weak_train); hard: a knob
+    definition: str | None = None  # a definition file (else the package's ensemw2s/datasets/<name>.yaml)
 
 
 @dataclass(frozen=True)
 class BoostingSpec:
     rounds: int
-    token_weighting: str
-    alpha: str
-    samme_k: int | None
-    combine: str
-    variants: tuple[str, ...]
-    uniform_baseline: bool
+    variants: dict[str, Variant]  # name -> resolved variant (ensemw2s/variants.py), in config order
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise ConfigError(unknown_name_message("variant", name, self.variants))
+        return self.variants[name]
+
+    def expert_variants(self) -> list[str]:
+        """The variants that train experts (the others combine an earlier variant's)."""
+        return [v.name for v in self.variants.values() if v.experts == v.name]
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ class Config:
         return self.models[name]
 
     def dataset(self, name: str) -> DatasetSpec:
-        """The active dataset of that name, or the registry's defaults for any registered one."""
+        """The active dataset of that name, or the package definition's defaults for any other."""
         for spec in self.datasets:
             if spec.name == name:
                 return spec
@@ -170,33 +177,44 @@ class Config:
     def strong_models(self) -> list[str]:
         return sorted({p.strong for p in self.pairs})
 
-    def ensembles(self) -> dict[str, tuple[str, str]]:
-        """Ensemble name -> (expert-training variant, weighting). bagging is weighted uniformly."""
-        out = {v: (v, "uniform" if v == "bagging" else "alpha") for v in self.boosting.variants}
-        if self.boosting.uniform_baseline and "boost" in self.boosting.variants:
-            out["boost-uniform"] = ("boost", "uniform")
-        return out
-
     def hash(self, *keys: str) -> str:
-        """Short hash of the named keys (all top-level keys when none given): a step's config identity.
+        """Short hash of the named keys (all top-level keys when none given): a step's config identity
+        (ensemw2s/steps.py names each step's keys; the workflow's rerun trigger and provenance both use it).
 
-        A key is top-level (`training`) or a dotted path (`training.student`, `models.tiny-weak`); a
-        name that itself holds dots (`models.qwen2.5-0.5b`) is matched whole first. Unset keys hash as None.
+        A key is top-level (`training`) or a dotted path (`training.student`, `models.tiny-weak`,
+        `seeds.0`); a name that itself holds dots (`models.qwen2.5-0.5b`) is matched whole first. Unset
+        keys hash as None.
         """
         picked = {k: self.get(k) for k in (keys or sorted(self.raw))}
         return stable_hash(picked)
 
+    @functools.cached_property
+    def _resolved(self) -> dict[str, Any]:
+        """raw with each dataset and variant resolved (defaults filled), datasets keyed by name."""
+        return {**self.raw, "datasets": {d.name: as_dict(d) for d in self.datasets},
+                "boosting": {**self.raw["boosting"],
+                             "variants": {n: as_dict(v) for n, v in self.boosting.variants.items()}}}
+
     def get(self, key: str) -> Any:
-        """The raw value at a top-level key or dotted path (see `hash`); None where unset."""
-        node: Any = self.raw
-        while isinstance(node, dict):
+        """The value at a top-level key or dotted path (see `hash`) of the resolved config: a dataset
+        (`datasets.<name>`) and a variant (`boosting.variants.<name>`) with their defaults filled; None
+        where unset."""
+        node: Any = self._resolved
+        while True:
+            if isinstance(node, list) and key.partition(".")[0].isdigit():
+                head, _, key = key.partition(".")
+                node = node[int(head)] if int(head) < len(node) else None
+                if not key:
+                    return node
+                continue
+            if not isinstance(node, dict):
+                return None
             if key in node:
                 return node[key]
             head, dot, key = key.partition(".")
             if not dot or head not in node:
                 return None
             node = node[head]
-        return None
 
 
 def stable_hash(obj: Any) -> str:
@@ -237,11 +255,25 @@ def _key_path(path) -> str:
     return out or "(top level)"
 
 
+def _check_old_boosting_keys(boosting: Any) -> None:
+    """Name the new spelling of the boosting keys that became variant entries."""
+    if not isinstance(boosting, dict):
+        return
+    if isinstance(boosting.get("variants"), list):
+        listed = ", ".join(f"{v}: {{}}" if v == "boost" else f"{v}: {{kind: {v}}}" for v in boosting["variants"])
+        raise ConfigError(f"config key boosting.variants: a mapping of variant name -> settings, not a list; "
+                          f"write `variants: {{{listed}}}` (config/README.md, 'Boosting variants')")
+    if "uniform_baseline" in boosting:
+        raise ConfigError("config key boosting.uniform_baseline: removed; the uniform-weight baseline is a variant "
+                          "entry, `boost-uniform: {ensemble_weights: uniform}` under boosting.variants")
+
+
 def validate(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate and fill defaults; raise ConfigError naming the first offending key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config must be a mapping of keys, got {type(raw).__name__}")
     data = copy.deepcopy(raw)
+    _check_old_boosting_keys(data.get("boosting"))
     validator = _Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
@@ -253,13 +285,13 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
             where = _key_path(list(err.path) + [key])
             raise ConfigError(f"config key {where}: {unknown_name_message('key', key, allowed)}")
         raise ConfigError(f"config key {_key_path(err.path)}: {err.message}")
+    for plugin in data["plugins"]:  # they may register names that the references below use
+        load_plugin(plugin)
     _check_references(data)
     return data
 
 
 def _check_references(data: dict[str, Any]) -> None:
-    from ensemw2s.data import DATASETS  # the dataset registry; imported lazily to keep config light
-
     models = data["models"]
     for name, spec in models.items():
         src = spec["source"]
@@ -274,8 +306,9 @@ def _check_references(data: dict[str, Any]) -> None:
                 raise ConfigError(f"config key pairs[{i}].{role}: {unknown_name_message('model', pair[role], models)}")
     seen = set()
     for i, ds in enumerate(data["datasets"]):
-        if ds["name"] not in DATASETS:
-            raise ConfigError(f"config key datasets[{i}].name: {unknown_name_message('dataset', ds['name'], DATASETS.names())}")
+        if ds["name"] not in catalog.DATASETS and "definition" not in ds:
+            raise ConfigError(f"config key datasets[{i}].name: {unknown_name_message('dataset', ds['name'], catalog.DATASETS.names())}"
+                              f" (or give datasets[{i}].definition, a definition file)")
         if ds["name"] in seen:
             raise ConfigError(f"config key datasets[{i}].name: dataset {ds['name']!r} is listed twice")
         seen.add(ds["name"])
@@ -285,37 +318,36 @@ def _check_references(data: dict[str, Any]) -> None:
 
 
 def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
-    """Merge one dataset entry over its registry defaults."""
-    from ensemw2s.data import DATASETS
-
+    """Merge one dataset entry over its definition's defaults (ensemw2s/catalog.py)."""
     try:
-        entry = DATASETS.get(ds["name"])
-    except KeyError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    d = copy.deepcopy(entry.defaults)
-    difficulty = {**d.get("difficulty", {}), **ds.get("difficulty", {})}
-    if "strategy" not in difficulty:
-        raise ConfigError(f"{where}.difficulty.strategy: not set, and dataset {ds['name']!r} has no default")
-    if difficulty["strategy"] not in entry.strategies:
+        definition = catalog.definition(ds["name"], ds.get("definition"))
+    except UserError as exc:
+        raise ConfigError(f"{where}{'.definition' if 'definition' in ds else ''}: {exc}") from None
+    d = copy.deepcopy(definition.defaults)
+    difficulty = {**d["difficulty"], **ds.get("difficulty", {})}
+    strategy = STRATEGIES.get(STRATEGIES.check(difficulty["strategy"], f"{where}.difficulty.strategy"))
+    if difficulty["strategy"] not in definition.strategies:
         raise ConfigError(
             f"{where}.difficulty.strategy: dataset {ds['name']!r} does not support {difficulty['strategy']!r};"
-            f" choose one of {', '.join(entry.strategies)}"
+            f" choose one of {', '.join(definition.strategies)}"
         )
-    if difficulty["strategy"] == "model" and not difficulty.get("rater"):
-        raise ConfigError(f"{where}.difficulty.rater: strategy 'model' needs a rater model name")
-    sizes = {**d.get("sizes", {}), **ds.get("sizes", {})}
-    missing = [s for s in SPLITS if s not in sizes]
-    if missing:
-        raise ConfigError(f"{where}.sizes: missing sizes for {', '.join(missing)}")
+    if strategy.needs_rater and not difficulty.get("rater"):
+        raise ConfigError(f"{where}.difficulty.rater: strategy {difficulty['strategy']!r} needs a rater model name")
+    load_from = ds.get("load_from", d["load_from"])
+    if load_from == "hub" and definition.hub is None and definition.generator is None:
+        raise ConfigError(f"{where}.load_from: dataset {ds['name']!r} has no hub id in its definition "
+                          f"({definition.path}); set load_from: local, or add `hub:` to the definition")
+    sizes = {**d["sizes"], **ds.get("sizes", {})}
     return DatasetSpec(
         name=ds["name"],
-        load_from=ds.get("load_from", d.get("load_from", "local")),
+        load_from=load_from,
         difficulty=DifficultySpec(**{k: v for k, v in difficulty.items()}),
         sizes={s: int(sizes[s]) for s in SPLITS},
         show_choices=bool(ds.get("show_choices", False)),  # the schema's default, for unvalidated lookups
-        options={**d.get("options", {}), **ds.get("options", {})},
-        subsample=ds.get("subsample", d.get("subsample")),
+        options={**d["options"], **ds.get("options", {})},
+        subsample=ds.get("subsample"),
         student_pool=ds.get("student_pool", DatasetSpec.student_pool),  # the schema's default, for unvalidated lookups
+        definition=ds.get("definition"),
     )
 
 
@@ -356,7 +388,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         models={n: _model_spec(n, m) for n, m in data["models"].items()},
         pairs=tuple(Pair(**p) for p in data["pairs"]),
         datasets=datasets,
-        boosting=BoostingSpec(**{**b, "variants": tuple(b["variants"])}),
+        boosting=BoostingSpec(rounds=b["rounds"], variants=variants.resolve(b)),
         expert_training=TrainingSpec(**t["expert"]),
         student_training=TrainingSpec(**t["student"]),
         evaluation=EvalSpec(**{**e, "splits": tuple(e["splits"])}),

@@ -1,13 +1,11 @@
-"""Dataset registry: where a dataset's rows come from, and how a row becomes a generative-QA example.
+"""Dataset rows -> generative-QA examples, as the dataset's definition (ensemw2s/catalog.py) says.
 
 An example keeps the row's own fields and adds (docs/architecture.md): `uid` (sha256 of the
 normalised question text, so repeated questions share it), `prompt` ("Question: ...", optionally the
 lettered choices, "Answer:"), `answer` (the correct choice's text), `choices`, `gold` (its index) and
 `source`. Rows come from the Hugging Face hub, from local JSONL copies
-(`<data_dir>/<folder>/<split>.jsonl`, the official splits pooled), or are generated (synthetic).
-Difficulty and splits are splits.py's business; nothing here knows about them.
-
-Adding a dataset = one formatter (row -> Question) and one `DATASETS.add` entry below.
+(`<data_dir>/<folder>/<split>.jsonl`, the official splits pooled), or from a generator (synthetic).
+Nothing here is particular to one dataset, and nothing knows about difficulty or splits (splits.py).
 """
 from __future__ import annotations
 
@@ -15,21 +13,20 @@ import functools
 import random
 import string
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ensemw2s import synthetic
+from ensemw2s.catalog import Definition, definition
 from ensemw2s.config import DatasetSpec
 from ensemw2s.errors import UserError
 from ensemw2s.io import read_jsonl, sha256_text
-from ensemw2s.registry import Registry
 
 LETTERS = string.ascii_uppercase
 
 
 class BadRow(ValueError):
-    """A row that cannot be formatted; `DatasetEntry.examples` adds where it came from."""
+    """A row that cannot be formatted; `examples` adds where it came from."""
 
 
 @dataclass(frozen=True)
@@ -40,18 +37,9 @@ class Question:
 
 
 @dataclass(frozen=True)
-class Part:
-    """One published subset: its local folder, the `source` label of its rows, its hub config."""
-
-    folder: str
-    source: str
-    hub_config: str | None = None
-
-
-@dataclass(frozen=True)
 class RawRow:
     row: dict[str, Any]
-    source: str
+    source: str | None  # the part's label; None where the definition names a source field
     where: Callable[[], str]  # names the file and line (or hub split and row) for error messages
 
 
@@ -67,54 +55,46 @@ def build_prompt(question: str, choices: list[str], show_choices: bool) -> str:
     return "\n".join(lines) + "\nAnswer:"
 
 
-def _missing_field(row: dict, path: str) -> bool:
+_MISSING = object()
+
+
+def _field(row: dict, path: str) -> Any:
+    """The value at a field path ("a.b" = field b of the mapping in field a), or _MISSING."""
     value: Any = row
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
-            return True
+            return _MISSING
         value = value[key]
-    return False
+    return value
 
 
-@dataclass(frozen=True)
-class DatasetEntry:
-    """A registered dataset: defaults merged under the config's entry, loading, formatting."""
-
-    name: str
-    defaults: dict[str, Any]  # load_from, difficulty, sizes (all five splits), options
-    strategies: tuple[str, ...]  # difficulty strategies it supports (splits.STRATEGIES names)
-    fields: tuple[str, ...]  # fields a row must have ("a.b" = nested), checked before formatting
-    formatter: Callable[[dict[str, Any]], Question]
-    load: Callable[["DatasetEntry", DatasetSpec, str], Iterator[RawRow]]
-    hub_id: str | None = None
-    parts: tuple[Part, ...] = ()
-    splits: tuple[str, ...] = ("train", "validation", "test")  # official splits, pooled in this order
-    hard_sources: frozenset[str] = field(default_factory=frozenset)  # `source` strategy: these are hard
-    make_corpus: Callable[[int, int, dict[str, Any] | None], list[str]] | None = None
-
-    def examples(self, spec: DatasetSpec, data_dir: str) -> list[dict[str, Any]]:
-        """All rows of the dataset as examples, in load order."""
-        out = []
-        for raw in self.load(self, spec, data_dir):
-            missing = [f for f in self.fields if _missing_field(raw.row, f)]
-            if missing:
-                raise UserError(f"dataset {self.name!r}, {raw.where()}: missing field {missing[0]!r} "
-                                f"(a {self.name} row needs {', '.join(self.fields)})")
-            try:
-                out.append(make_example(raw.row, self.formatter(raw.row), raw.source, spec.show_choices))
-            except BadRow as exc:
-                raise UserError(f"dataset {self.name!r}, {raw.where()}: {exc}") from None
-        return out
-
-    def corpus(self, n_docs: int, seed: int, options: dict[str, Any] | None = None) -> list[str]:
-        """Unlabeled text to train a tiny model's tokenizer and pretrain it; `options` over the defaults."""
-        if self.make_corpus is None:
-            raise UserError(f"dataset {self.name!r} has no unlabeled corpus for pretraining tiny models; "
-                            f"set models.<name>.tiny.pretrain_dataset to one that has (synthetic)")
-        return self.make_corpus(n_docs, seed, {**self.defaults.get("options", {}), **(options or {})})
+def examples(spec: DatasetSpec, data_dir: str) -> list[dict[str, Any]]:
+    """All rows of the dataset as examples, in load order."""
+    d = definition(spec.name, spec.definition)
+    load = _generated if d.generator else LOADERS[spec.load_from]
+    required = d.fields.required()
+    out = []
+    for raw in load(d, spec, data_dir):
+        missing = [f for f in required if _field(raw.row, f) is _MISSING]
+        if missing:
+            raise UserError(f"dataset {d.name!r}, {_where(d, raw)}: missing field {missing[0]!r} "
+                            f"(a {d.name} row needs {', '.join(required)})")
+        source = _field(raw.row, d.fields.source) if d.fields.source else raw.source
+        try:
+            out.append(example(d, raw.row, source, spec.show_choices))
+        except BadRow as exc:
+            raise UserError(f"dataset {d.name!r}, {_where(d, raw)}: {exc}") from None
+    return out
 
 
-def make_example(row: dict[str, Any], q: Question, source: str, show_choices: bool) -> dict[str, Any]:
+def _where(d: Definition, raw: RawRow) -> str:
+    row_id = _field(raw.row, d.fields.id) if d.fields.id else _MISSING
+    return raw.where() + ("" if row_id is _MISSING else f" (id {row_id})")
+
+
+def example(d: Definition, row: dict[str, Any], source: str, show_choices: bool) -> dict[str, Any]:
+    """One row as an example; BadRow if it cannot be one."""
+    q = d.function("formatter")(row) if d.formatter else question(d, row)
     choices = [str(c).strip() for c in q.choices]
     if not 0 <= q.gold < len(choices):
         raise BadRow(f"gold index {q.gold} is outside the {len(choices)} choices")
@@ -125,6 +105,41 @@ def make_example(row: dict[str, Any], q: Question, source: str, show_choices: bo
     text = q.text.strip()
     return {**row, "uid": question_uid(text), "prompt": build_prompt(text, choices, show_choices),
             "answer": choices[q.gold], "choices": choices, "gold": q.gold, "source": source}
+
+
+def question(d: Definition, row: dict[str, Any]) -> Question:
+    """The question, choices and gold index of a row, read from the definition's fields."""
+    f = d.fields
+    text = _field(row, f.question)
+    if f.correct:  # SciQ: the correct text and the distractors, in an order fixed by the question alone
+        texts = [_field(row, f.correct), *(_field(row, k) for k in f.distractors)]
+        order = list(range(len(texts)))
+        random.Random(question_uid(text)).shuffle(order)
+        return Question(text, [texts[i] for i in order], order.index(0))
+    if f.choice_list:
+        texts = list(_field(row, f.choice_list))
+    else:
+        labels, texts = list(_field(row, f.choice_labels)), list(_field(row, f.choice_texts))
+        if len(labels) != len(texts):
+            raise BadRow(f"{len(texts)} choice texts but {len(labels)} labels")
+    if f.answer_label:
+        key = _field(row, f.answer_label)
+        if key not in labels:
+            raise BadRow(f"{f.answer_label} {key!r} is not one of the choice labels {labels}")
+        return Question(text, texts, labels.index(key))
+    gold = _field(row, f.answer_index)
+    if not isinstance(gold, int) or isinstance(gold, bool):
+        raise BadRow(f"{f.answer_index} {gold!r} is not a choice index (an integer)")
+    return Question(text, texts, gold)
+
+
+def corpus(spec: DatasetSpec, n_docs: int, seed: int) -> list[str]:
+    """Unlabeled text of the dataset (with the entry's options) to train a tiny model's tokenizer and pretrain it."""
+    d = definition(spec.name, spec.definition)
+    if d.corpus is None:
+        raise UserError(f"dataset {d.name!r} has no unlabeled corpus for pretraining tiny models; "
+                        f"set models.<name>.tiny.pretrain_dataset to one that has (synthetic)")
+    return d.function("corpus")(n_docs, seed, spec.options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,19 +161,19 @@ def _local_where(path: Path, index: int) -> str:
     return f"{path} line {_line_number(path, index)}"
 
 
-def _load_local(entry: DatasetEntry, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
-    for part in entry.parts:
+def _load_local(d: Definition, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
+    for part in d.parts:
         folder = Path(data_dir) / part.folder
         if not folder.is_dir():
             raise UserError(
-                f"dataset {entry.name!r}: local folder {folder} not found; point --data-dir (or data_dir) at the "
+                f"dataset {d.name!r}: local folder {folder} not found; point --data-dir (or data_dir) at the "
                 f"directory holding {part.folder}/<split>.jsonl, or set load_from: hub"
             )
-        for split in entry.splits:
+        for split in d.splits:
             path = folder / f"{split}.jsonl"
             if not path.is_file():
-                raise UserError(f"dataset {entry.name!r}: {path} not found; a local copy holds one JSONL per "
-                                f"official split ({', '.join(entry.splits)})")
+                raise UserError(f"dataset {d.name!r}: {path} not found; a local copy holds one JSONL per "
+                                f"official split ({', '.join(d.splits)})")
             for i, row in enumerate(read_jsonl(path)):
                 yield RawRow(row, part.source, functools.partial(_local_where, path, i))
 
@@ -167,132 +182,31 @@ def _split_where(label: str, split: str, index: int) -> str:
     return f"{label} split {split} row {index}"
 
 
-def _load_hub(entry: DatasetEntry, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
+def _load_hub(d: Definition, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
+    if d.hub is None:
+        raise UserError(f"dataset {d.name!r}: its definition ({d.path}) names no hub id; set load_from: local, "
+                        f"or add `hub:` to the definition")
     import datasets
 
-    for part in entry.parts:
-        label = entry.hub_id + (f" ({part.hub_config})" if part.hub_config else "")
+    for part in d.parts:
+        label = d.hub + (f" ({part.hub_config})" if part.hub_config else "")
         try:
-            loaded = datasets.load_dataset(entry.hub_id, part.hub_config)
+            loaded = datasets.load_dataset(d.hub, part.hub_config)
         except OSError as exc:  # ConnectionError offline, DatasetNotFoundError, ...
             raise UserError(
-                f"dataset {entry.name!r}: cannot load {label} from the Hugging Face hub ({type(exc).__name__}); "
+                f"dataset {d.name!r}: cannot load {label} from the Hugging Face hub ({type(exc).__name__}); "
                 f"the hub cannot be reached from here. Set load_from: local for this dataset and point --data-dir "
                 f"(or data_dir) at local copies ({part.folder}/<split>.jsonl)"
             ) from None
-        for split in entry.splits:
+        for split in d.splits:
             for i, row in enumerate(loaded[split] if split in loaded else ()):
                 yield RawRow(dict(row), part.source, functools.partial(_split_where, label, split, i))
 
 
+def _generated(d: Definition, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
+    """Rows made by the definition's generator from the options (load_from and data_dir play no part)."""
+    for i, row in enumerate(d.function("generator")(spec.options)):
+        yield RawRow(row, None, functools.partial(_split_where, d.name, "generated", i))
+
+
 LOADERS = {"local": _load_local, "hub": _load_hub}
-
-
-def _published(entry: DatasetEntry, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
-    """Rows of a published dataset, from the hub or local copies as the config says."""
-    return LOADERS[spec.load_from](entry, spec, data_dir)
-
-
-def _generated(entry: DatasetEntry, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
-    """The synthetic task's rows: made here from the options (load_from and data_dir play no part)."""
-    for i, row in enumerate(synthetic.questions(spec.options)):
-        yield RawRow(row, row["source"], functools.partial(_split_where, "synthetic", "generated", i))
-
-
-# ---------------------------------------------------------------------------------------------
-# formatters: row -> Question
-
-
-def _sciq(row: dict) -> Question:
-    """Correct answer and three distractors, in an order fixed by the question (not global state)."""
-    texts = [row["correct_answer"], row["distractor1"], row["distractor2"], row["distractor3"]]
-    order = list(range(4))
-    random.Random(question_uid(row["question"])).shuffle(order)
-    return Question(row["question"], [texts[i] for i in order], order.index(0))
-
-
-def _labelled_choices(row: dict) -> Question:
-    """ARC / QuaRTz layout: choices {text: [...], label: [...]}, answerKey one of the labels."""
-    labels, texts = list(row["choices"]["label"]), list(row["choices"]["text"])
-    if len(labels) != len(texts):
-        raise BadRow(f"{len(texts)} choice texts but {len(labels)} labels")
-    if row["answerKey"] not in labels:
-        raise BadRow(f"answerKey {row['answerKey']!r} is not one of the choice labels {labels}")
-    return Question(row["question"], texts, labels.index(row["answerKey"]))
-
-
-def _synthetic(row: dict) -> Question:
-    return Question(row["question"], list(row["choices"]), row["label"])
-
-
-# ---------------------------------------------------------------------------------------------
-# the registry
-
-DATASETS: Registry[DatasetEntry] = Registry("dataset")
-
-DATASETS.add("sciq", DatasetEntry(
-    name="sciq",
-    defaults={
-        "load_from": "local",
-        "difficulty": {"strategy": "length"},
-        "sizes": {"weak_train": 2000, "val": 500, "test_id": 1000, "student_pool": 2000, "test_ood": 1000},
-        "options": {},
-    },
-    strategies=("model", "length"),
-    fields=("question", "correct_answer", "distractor1", "distractor2", "distractor3"),
-    # the distractors give the answer away by elimination, since the choices stay in the pool
-    formatter=_sciq,
-    load=_published,
-    hub_id="allenai/sciq",
-    parts=(Part("sciq", "SciQ"),),
-))
-
-DATASETS.add("arc", DatasetEntry(
-    name="arc",
-    defaults={
-        "load_from": "local",
-        "difficulty": {"strategy": "source"},
-        "sizes": {"weak_train": 2000, "val": 500, "test_id": 1000, "student_pool": 1500, "test_ood": 1000},
-        "options": {},
-    },
-    strategies=("source", "model", "length"),
-    fields=("question", "choices.text", "choices.label", "answerKey"),
-    formatter=_labelled_choices,
-    load=_published,
-    hub_id="allenai/ai2_arc",
-    parts=(Part("arc_easy", "ARC-Easy", "ARC-Easy"), Part("arc_challenge", "ARC-Challenge", "ARC-Challenge")),
-    hard_sources=frozenset({"ARC-Challenge"}),
-))
-
-DATASETS.add("quartz", DatasetEntry(
-    name="quartz",
-    defaults={
-        "load_from": "hub",  # no local copy ships with the suite (see shared/data/README.md)
-        "difficulty": {"strategy": "length"},
-        "sizes": {"weak_train": 1000, "val": 300, "test_id": 500, "student_pool": 1000, "test_ood": 500},
-        "options": {},
-    },
-    strategies=("model", "length"),
-    fields=("question", "choices.text", "choices.label", "answerKey"),
-    # question_anno marks which way the question's comparison goes, which decides the answer
-    formatter=_labelled_choices,
-    load=_published,
-    hub_id="allenai/quartz",
-    parts=(Part("quartz", "QuaRTz"),),
-))
-
-DATASETS.add("synthetic", DatasetEntry(
-    name="synthetic",
-    defaults={
-        "load_from": "local",  # unused: the rows are generated
-        "difficulty": {"strategy": "source"},
-        "sizes": {"weak_train": 300, "val": 100, "test_id": 200, "student_pool": 300, "test_ood": 200},
-        "options": dict(synthetic.DEFAULTS),
-    },
-    strategies=("source", "model", "length"),
-    fields=("question", "choices", "label"),
-    formatter=_synthetic,
-    load=_generated,
-    hard_sources=frozenset({"hard"}),
-    make_corpus=synthetic.corpus,
-))

@@ -24,22 +24,16 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from ensemw2s import models, provenance
+from ensemw2s import models, provenance, steps
 from ensemw2s.config import Config, stable_hash
-from ensemw2s.errors import DataFileError, UserError
-from ensemw2s.io import read_json, read_jsonl, sha256_file, write_json, write_jsonl, write_text
+from ensemw2s.errors import UserError
+from ensemw2s.io import read_json, sha256_file, write_json, write_jsonl, write_text
 from ensemw2s.metrics import exact_match
-from ensemw2s.registry import unknown_name_message
+from ensemw2s.scores import SCORES, parse_meta
+from ensemw2s.splitdir import STOP, read_task_rows
 
 log = logging.getLogger(__name__)
 
-ROLES = ("weak_base", "strong_base", "expert", "ensemble", "student", "ceiling")
-META_DEFAULTS: dict[str, Any] = {"role": None, "weak_model": "", "strong_model": "", "dataset": None,
-                                 "seed": None, "round": 0, "ensemble": ""}
-INT_META = ("seed", "round")
-SCORES = ("acc", "acc_norm", "exact_match")  # per-example keys of a score file, in this order
-TASK_FIELDS = ("uid", "prompt", "answer", "choices", "gold")
-STOP = ["\n", "Question:"]
 TASK_FORMAT = 1  # bump when the YAML below changes meaning: it is part of the task directory's hash
 
 
@@ -80,27 +74,13 @@ def _task_configs(cfg: Config, dataset: str, split: str, rows_file: Path, cache_
         **common,
         "output_type": "generate_until",
         "doc_to_target": "answer",
-        "generation_kwargs": {"until": STOP, "do_sample": False, "max_gen_toks": cfg.evaluation.max_new_tokens},
+        "generation_kwargs": {"until": list(STOP), "do_sample": False, "max_gen_toks": cfg.evaluation.max_new_tokens},
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
     }
     dump = lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True)  # noqa: E731
     # `!function` is lm-eval's YAML tag for a callable; safe_dump cannot write tags, so it is appended
     hook = f"process_results: !function {__name__}.{score_generation.__name__}\n"
     return {mc["task"]: dump(mc), gen["task"]: dump(gen) + hook}
-
-
-def _task_rows(path: Path, limit: int | None) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"{path}: split file not found; run `ensemw2s prepare-data` for this dataset and seed")
-    rows = read_jsonl(path)[:limit]
-    if not rows:
-        raise DataFileError(f"{path}: no rows to evaluate")
-    for lineno, row in enumerate(rows, 1):
-        missing = [f for f in TASK_FIELDS if f not in row]
-        if missing:
-            raise DataFileError(f"{path} line {lineno}: missing field(s) {', '.join(missing)} "
-                                f"(see docs/architecture.md)")
-    return [{f: row[f] for f in TASK_FIELDS} for row in rows]
 
 
 def write_tasks(cfg: Config, dataset: str, data: Path) -> Path:
@@ -112,7 +92,7 @@ def write_tasks(cfg: Config, dataset: str, data: Path) -> Path:
     data = Path(data)
     splits = cfg.evaluation.splits
     files = {s: data / f"{s}.jsonl" for s in splits}
-    rows = {s: _task_rows(p, cfg.evaluation.limit) for s, p in files.items()}
+    rows = {s: read_task_rows(data, s, cfg.evaluation.limit) for s in splits}
     key = stable_hash({"files": {s: sha256_file(p) for s, p in files.items()}, "limit": cfg.evaluation.limit,
                        "max_new_tokens": cfg.evaluation.max_new_tokens, "format": TASK_FORMAT})
     root = (cfg.run_dir / "lmeval").resolve()
@@ -126,27 +106,7 @@ def write_tasks(cfg: Config, dataset: str, data: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# meta and model
-
-
-def parse_meta(meta: dict[str, str], dataset: str) -> dict[str, Any]:
-    """--meta KEY=VALUE labels -> the score file's meta (round and seed as ints, role checked)."""
-    unknown = [k for k in meta if k not in META_DEFAULTS]
-    if unknown:
-        raise UserError(f"--meta: {unknown_name_message('key', unknown[0], META_DEFAULTS)}")
-    out = {**META_DEFAULTS, "dataset": dataset, **meta}
-    if out["dataset"] != dataset:
-        raise UserError(f"--meta dataset={out['dataset']} disagrees with --dataset {dataset}")
-    if out["role"] not in ROLES:
-        raise UserError(f"--meta role={out['role']}: {unknown_name_message('role', str(out['role']), ROLES)}")
-    for key in INT_META:
-        if out[key] is None:
-            raise UserError(f"--meta {key}=N is required (e.g. --meta role=expert {key}=0)")
-        try:
-            out[key] = int(out[key])
-        except (TypeError, ValueError):
-            raise UserError(f"--meta {key}={out[key]}: expected an integer") from None
-    return out
+# model
 
 
 class LMSpec(NamedTuple):
@@ -169,7 +129,7 @@ def _lm(model: Path | None, manifest: Path | None, cache: Path | None) -> LMSpec
         # (tested), but logits only where a continuation token is predicted, not over the whole context,
         # which for a large vocabulary (Gemma-3: 262k) is most of the cost of scoring
         return LMSpec("ensemw2s", {"experts": str(model)}, [Path(model)], 1, Path(model))
-    from ensemw2s.ensemble import read_manifest
+    from ensemw2s.manifest import read_manifest
 
     experts = [Path(e) for e in read_manifest(manifest)["experts"]]
     args = {"manifest": str(manifest)}
@@ -226,7 +186,7 @@ def evaluate(cfg: Config, dataset: str, data: Path, model: Path | None, manifest
             score = {"meta": labels, "splits": {}, "stopped": True, "stop_reason": rounds["stop_reason"],
                      "tokens_processed": 0}
             write_json(out, score)
-            provenance.record(out, cfg, ("evaluation",), [Path(model) / "boosting.json"],
+            provenance.record(out, cfg, steps.keys(cfg, "evaluate"), [Path(model) / "boosting.json"],
                               {"step": "evaluate", "meta": labels, "stopped": True, "tokens_processed": 0,
                                "wall_time_s": time.perf_counter() - start})
             return score
@@ -254,28 +214,7 @@ def evaluate(cfg: Config, dataset: str, data: Path, model: Path | None, manifest
     }
     write_json(out, score)
     split_files = [Path(data) / f"{s}.jsonl" for s in cfg.evaluation.splits]
-    provenance.record(out, cfg, ("evaluation",), [*split_files, *spec.inputs],
+    provenance.record(out, cfg, steps.keys(cfg, "evaluate"), [*split_files, *spec.inputs],
                       {"step": "evaluate", "meta": labels, "lm": {"model": spec.name, "args": spec.args},
                        "wall_time_s": time.perf_counter() - start, "tokens_processed": score["tokens_processed"]})
     return score
-
-
-def load_score(path: Path) -> dict[str, Any]:
-    """Read a score file and check the fields every consumer relies on."""
-    score = read_json(path)
-    meta = score.get("meta") if isinstance(score, dict) else None
-    if not isinstance(meta, dict) or "splits" not in score:
-        raise DataFileError(f"{path}: not a score file (needs 'meta' and 'splits'; see docs/architecture.md)")
-    missing = [k for k in META_DEFAULTS if k not in meta]
-    if missing:
-        raise DataFileError(f"{path}: meta lacks {', '.join(missing)}")
-    if meta["role"] not in ROLES:
-        raise DataFileError(f"{path}: meta.role {meta['role']!r} is not one of {', '.join(ROLES)}")
-    for split, block in score["splits"].items():
-        n = len(block.get("uids", []))
-        for metric, values in block.get("per_example", {}).items():
-            if len(values) != n:
-                raise DataFileError(f"{path}: splits.{split}.per_example.{metric} has {len(values)} values "
-                                    f"for {n} uids")
-    return score
-

@@ -8,7 +8,7 @@ lm-eval's `model_args` string splits on commas, so lists are given with `|`. Tok
 empty contexts, rolling windows, stop sequences and post-processing follow lm-eval's own HFLM line by
 line (lm_eval/models/huggingface.py, 0.4.13), so an ensemble of one expert scores exactly as
 `HFLM(pretrained=expert)` does. With `cache=DIR`, log-likelihoods are combined from per-expert token
-caches (ensemble.TokenCache, one file per expert and request list in DIR), so scoring the ensembles of
+caches (token_cache.TokenCache, one file per expert and request list in DIR), so scoring the ensembles of
 rounds 1..R runs each expert once. `import ensemw2s` registers the name lazily (ensemw2s/__init__.py);
 this module is imported only when lm-eval asks for the model.
 
@@ -34,15 +34,11 @@ from lm_eval.models.utils import (
     resolve_max_length,
 )
 
-from ensemw2s.ensemble import (
-    COMBINERS,
-    Ensemble,
-    cached_expert_scores,
-    combine_cached,
-    load_ensemble,
-    read_manifest,
-)
+from ensemw2s.ensemble import Ensemble, load_ensemble
 from ensemw2s.errors import UserError
+from ensemw2s.kinds import COMBINERS
+from ensemw2s.manifest import read_manifest
+from ensemw2s.token_cache import cached_expert_scores, combine_cached
 
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ensemw2s import provenance
+from ensemw2s import provenance, steps
 from ensemw2s.config import Config, ModelSpec, TinySpec
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, write_json
@@ -235,13 +235,12 @@ def pretrain(model, tokenizer, texts: list[str], spec: TinySpec, seed: int, work
 
 def _prepare_tiny(cfg: Config, spec: ModelSpec, out: Path) -> int:
     """Build, pretrain and save a tiny model; returns the pretraining tokens."""
-    from ensemw2s.data import DATASETS
+    from ensemw2s.data import corpus
 
     tiny = spec.tiny
     seed = cfg.seeds[0]
     # the task's own options (e.g. its world seed), so the corpus states the facts its questions ask
-    options = cfg.dataset(tiny.pretrain_dataset).options
-    texts = DATASETS.get(tiny.pretrain_dataset).corpus(tiny.pretrain_docs, seed, options)
+    texts = corpus(cfg.dataset(tiny.pretrain_dataset), tiny.pretrain_docs, seed)
     tokenizer = train_tokenizer(texts, tiny.vocab_size)
     model = build_tiny_model(tiny, tokenizer, seed)
     tokens = pretrain(model, tokenizer, texts, tiny, seed, out / "_pretrain")
@@ -316,10 +315,9 @@ def prepare_model(cfg: Config, name: str, out: Path) -> None:
             if (tmp / scratch).exists():
                 shutil.rmtree(tmp / scratch)
     # tiny: the first seed builds and pretrains it, on the text of its pretrain dataset (options in `datasets`)
-    keys = [f"models.{name}"] + (["seeds", "datasets"] if spec.source == "tiny" else [])
     inputs = [spec.gguf_file] if spec.source == "gguf" and spec.gguf_file else []
     inputs += [spec.id] if spec.source == "path" else []
-    provenance.record(out, cfg, keys, inputs, {
+    provenance.record(out, cfg, steps.keys(cfg, "prepare_model", model=name), inputs, {
         "step": "prepare_model", "model": name, "source": spec.source, "id": spec.id, "revision": spec.revision,
         "gguf_package": spec.gguf_package, "wall_time_s": time.perf_counter() - start, "tokens_processed": tokens,
     })

@@ -1,9 +1,9 @@
 """Pseudo-labels: the ensemble of the first r experts answers `student_pool` (greedy, token level), and,
 with `val_out`, the `val` questions too, which is all a student may select its epoch on.
 
-Reads student_pool through `splits.read_pool` (the allow-list of its fields; a path under `gold/` is
-refused: gold answers of the student pool are the ceiling's alone, architecture.md). Of `val.jsonl` it
-keeps uid, prompt and choices: the answers it writes are the ensemble's, never gold.
+Reads student_pool through `splitdir.read_pool` (the allow-list of its fields; a path under `gold/` is
+refused: gold answers of the student pool are the ceiling's alone, architecture.md) and val through
+`splitdir.read_val_questions` (uid, prompt and choices): the answers it writes are the ensemble's, never gold.
 
 Output `out` (JSONL, input order): {uid, prompt, answer, choices}, one row per usable answer; `val_out`
 the same for val. An empty generation (the ensemble stopped at once: EOS, "\\n" or "Question:") is
@@ -21,32 +21,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ensemw2s import provenance
+from ensemw2s import provenance, steps
 from ensemw2s.config import Config
 from ensemw2s.ensemble import Generation, load_ensemble
 from ensemw2s.errors import UserError
-from ensemw2s.io import read_jsonl, write_json, write_jsonl
+from ensemw2s.io import write_json, write_jsonl
 from ensemw2s.metrics import normalize_answer
-from ensemw2s.splits import read_pool, refuse_gold
-
-STOP = ("\n", "Question:")  # the prompt format: one answer line, then the next question
-QUESTION_FIELDS = ("uid", "prompt", "choices")  # what a question to answer needs, and all that is kept of it
+from ensemw2s.splitdir import QUESTION_FIELDS, STOP, read_pool, read_val_questions
 
 
 def meta_path(out: str | Path) -> Path:
     """The sidecar of a pseudo-label file: `<out>.meta.json`."""
     return Path(f"{out}.meta.json")
-
-
-def read_val_questions(data: str | Path) -> list[dict]:
-    """The val questions of a split directory without their gold answers (QUESTION_FIELDS only)."""
-    path = refuse_gold(Path(data) / "val.jsonl")
-    rows = read_jsonl(path)
-    for lineno, row in enumerate(rows, 1):
-        missing = [k for k in QUESTION_FIELDS if k not in row]
-        if missing:
-            raise UserError(f"{path} row {lineno}: missing field(s) {', '.join(missing)}")
-    return [{k: row[k] for k in QUESTION_FIELDS} for row in rows]
 
 
 def matches_choice(answer: str, choices: list[str]) -> bool:
@@ -100,7 +86,7 @@ def pseudo_label(cfg: Config, manifest: str | Path, data: str | Path, out: str |
         stats = {"n": len(kept), **answer_stats(questions, gens), "wall_time_s": round(wall, 3)}
         # every expert runs over every prompt and every generated token
         prompt_tokens = sum(len(ensemble.encode(r["prompt"])) for r in questions)
-        provenance.record(path, cfg, ["evaluation.max_new_tokens", "evaluation.batch_size", "evaluation.device"],
+        provenance.record(path, cfg, steps.keys(cfg, "pseudo_label"),
                           [manifest, source],
                           {"step": "pseudo_label", "n_rows": len(questions),
                            **{k: stats[k] for k in ("n", "empty_answers", "truncated", "finish")},

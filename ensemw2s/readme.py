@@ -42,7 +42,8 @@ def _provenance(run: Path) -> str:
 
 def _table(run: Path, name: str) -> str:
     from ensemw2s import config as config_mod
-    from ensemw2s.report import build_table, protocol_note, table_markdown
+    from ensemw2s.report import build_table
+    from ensemw2s.tables import protocol_note, table_markdown
 
     cfg = config_mod.load(run / "config.yaml")
     return table_markdown(build_table(name, run / "metrics.csv", caption_note=protocol_note(cfg)))

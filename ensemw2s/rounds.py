@@ -12,57 +12,21 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
 from transformers import set_seed
 
-from ensemw2s import boosting, provenance
+from ensemw2s import boosting, provenance, steps
 from ensemw2s.config import Config, stable_hash
-from ensemw2s.errors import DataFileError, UserError
-from ensemw2s.io import atomic_dir, read_json, read_jsonl, write_json
+from ensemw2s.variants import KINDS
+from ensemw2s.errors import UserError
+from ensemw2s.io import atomic_dir, read_json, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
-from ensemw2s.registry import Registry
-from ensemw2s.splits import refuse_gold
+from ensemw2s.registry import load_target
+from ensemw2s.splitdir import read_split
 from ensemw2s.training import FIT_STATS, answer_token_ids, answer_token_misses, count_tokens, fit, read_fit_stats
-
-EXPERT_SPLITS = ("weak_train", "val")  # the only splits an expert may read
-ROW_FIELDS = ("uid", "prompt", "answer")  # what an expert reads of a row
-
-
-# ---------------------------------------------------------------------------------------------
-# variants: how D_t becomes loss multipliers, and which misses enter eps
-
-
-@dataclass(frozen=True)
-class Variant:
-    # (D_t (n,), offsets (N+1,), round, token_weighting, generator) -> loss multipliers (n,); None = plain SFT
-    multipliers: Callable[[Tensor, Tensor, int, str, torch.Generator], Tensor | None]
-    # (token misses (n,), offsets (N+1,)) -> the misses that enter eps and the update (n,)
-    misses: Callable[[Tensor, Tensor], Tensor]
-    boosted: bool  # False: alpha = 1 and D stays uniform (experts weigh the same)
-
-
-def _boost_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str, generator: torch.Generator):
-    """Round 1 (uniform D) is plain SFT, i.e. the single-weak baseline; later rounds weigh by D_t."""
-    if round == 1:
-        return None
-    return boosting.LOSS_MULTIPLIERS.get(token_weighting)(D, generator)
-
-
-def _bagging_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str, generator: torch.Generator):
-    """Each example's tokens count as often as the example is drawn in a bootstrap resample."""
-    lengths = offsets[1:] - offsets[:-1]  # (N,)
-    return torch.repeat_interleave(boosting.bootstrap_counts(len(lengths), generator), lengths).to(torch.float32)
-
-
-VARIANTS: Registry[Variant] = Registry("variant")
-VARIANTS.add("boost", Variant(_boost_multipliers, lambda miss, offsets: miss, boosted=True))
-VARIANTS.add("sequence", Variant(_boost_multipliers, boosting.sequence_misses, boosted=True))
-VARIANTS.add("bagging", Variant(_bagging_multipliers, lambda miss, offsets: miss, boosted=False))
 
 
 def round_seed(seed: int, round: int) -> int:
@@ -72,23 +36,6 @@ def round_seed(seed: int, round: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # I/O
-
-
-def read_split(data: Path, split: str) -> list[dict]:
-    """An expert's training or selection rows; student_pool and gold answers are refused."""
-    if split not in EXPERT_SPLITS:
-        raise UserError(f"experts read only {', '.join(EXPERT_SPLITS)}, not {split!r}")
-    path = refuse_gold(data / f"{split}.jsonl")
-    rows = read_jsonl(path)
-    for lineno, row in enumerate(rows, 1):
-        missing = [k for k in ROW_FIELDS if k not in row]
-        if missing:
-            raise DataFileError(f"{path} line {lineno}: missing field(s) {', '.join(map(repr, missing))}; "
-                                f"rerun `ensemw2s prepare-data` (see docs/architecture.md)")
-        if not isinstance(row["answer"], str) or not row["answer"].strip():
-            raise DataFileError(f"{path} line {lineno}: empty answer; every training row needs one "
-                                f"(fix or drop the row, or rerun `ensemw2s prepare-data`)")
-    return rows
 
 
 def _offsets(ids: list[Tensor]) -> Tensor:
@@ -143,7 +90,7 @@ def _save(out: Path, model, tokenizer, uids: list[str], offsets: Tensor, D_next:
 
 def _record(cfg: Config, out: Path, weak: str, inputs: list, record: dict, fit_stats: dict | None) -> None:
     """The round's provenance record: the config keys an expert depends on, its inputs, time and tokens."""
-    provenance.record(out, cfg, [f"models.{weak}", "training.expert", "boosting"], inputs, {
+    provenance.record(out, cfg, steps.keys(cfg, "train_expert", weak=weak, variant=record["variant"]), inputs, {
         "step": "train_expert", **{k: record[k] for k in ("dataset", "seed", "variant", "round", "round_seed",
                                                           "stopped", "stop_reason", "perfect_fit", "eps", "alpha")},
         "wall_time_s": record["wall_time_s"], "tokens_processed": record["tokens_processed"],
@@ -160,9 +107,13 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     start = time.perf_counter()
     if round < 1:
         raise UserError(f"--round must be 1 or more, got {round}")
-    var = VARIANTS.get(variant)
+    bspec = cfg.boosting.variant(variant)
+    if bspec.experts != variant:
+        raise UserError(f"variant {variant!r} combines the experts of {bspec.experts!r} (equal training settings); "
+                        f"train those: --variant {bspec.experts}")
+    kind = KINDS.get(bspec.kind)
     data, out = Path(data), Path(out)
-    spec, mspec, bspec = cfg.expert_training, cfg.model(weak), cfg.boosting
+    spec, mspec = cfg.expert_training, cfg.model(weak)
     rows = read_split(data, "weak_train")
     val = read_split(data, "val") if spec.select_on_val else None
     base = Path(base).resolve() if Path(base).exists() else base  # adapters record their base: keep it absolute
@@ -176,7 +127,8 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     K = bspec.samme_k or len(tokenizer)
     record = {
         "round": round, "variant": variant, "dataset": dataset, "seed": seed, "round_seed": round_seed(seed, round),
-        "alpha_rule": bspec.alpha if var.boosted else "uniform", "token_weighting": bspec.token_weighting,
+        "weak_model": weak,
+        "kind": bspec.kind, "alpha_rule": bspec.alpha if kind.boosted else "uniform", "token_weighting": bspec.token_weighting,
         "K": K, "n_tokens": int(offsets[-1]),
     }
     if stopped is not None:  # an earlier round stopped boosting: no expert, weights carried over
@@ -191,7 +143,8 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
         return
 
     rseed = record["round_seed"]
-    multipliers = var.multipliers(D, offsets, round, bspec.token_weighting, torch.Generator().manual_seed(rseed))
+    multipliers = load_target(kind.multipliers)(D, offsets, round, bspec.token_weighting,
+                                                torch.Generator().manual_seed(rseed))
     set_seed(rseed)  # LoRA initialisation
     model = apply_lora(load_causal_lm(base, dtype=mspec.dtype), mspec)
     ckpt = out.parent / (out.name + ".ckpt")  # outside the atomic temp dir, so a requeued job resumes
@@ -202,9 +155,9 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
         raise UserError(f"train-expert {variant} round {round} ({weak}, {dataset}, seed {seed}): {exc}") from None
     fit_stats = read_fit_stats(ckpt)
 
-    miss = var.misses(torch.cat(answer_token_misses(model, tokenizer, rows, spec.batch_size, spec.max_length)), offsets)
+    miss = load_target(kind.misses)(torch.cat(answer_token_misses(model, tokenizer, rows, spec.batch_size, spec.max_length)), offsets)
     eps, n_missed = boosting.weighted_error(D, miss, round), int(miss.sum())
-    if var.boosted:
+    if kind.boosted:
         alpha = boosting.alpha(bspec.alpha, eps, K)
         stop = boosting.check_stop(alpha, eps, bspec.alpha, n_missed)
         D_next = D if stop else boosting.update_weights(D, miss, alpha, bspec.alpha, round)
@@ -214,7 +167,7 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     record.update({
         "eps": eps, "alpha": alpha, "n_missed": n_missed, "stopped": not kept,
         "stop_reason": f"round {round}: {stop.reason}" if stop else None,
-        "perfect_fit": var.boosted and n_missed == 0,
+        "perfect_fit": kind.boosted and n_missed == 0,
         "missed_mass_after_update": float((D_next * miss.to(torch.float64)).sum()),
         "weight_entropy": boosting.weight_entropy(D_next), "weight_top10_share": boosting.top_share(D_next),
         "tokens_processed": fit_stats["tokens_processed"] + count_tokens(tokenizer, rows, spec.max_length),

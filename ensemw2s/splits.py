@@ -1,13 +1,13 @@
 """Difficulty ratings, seeded disjoint splits and the leak check: `prepare_data` writes one dataset's splits.
 
-A difficulty strategy gives every example a score (larger = harder) and an easy/hard flag. Easy rows
-fill weak_train, val, test_id; hard rows fill test_ood; student_pool comes from the tier the dataset's
-`student_pool` names (easy by default: the W2S protocol, where the weak supervisor labels held-out
-questions of its own training distribution). Rows sharing a uid (the same question text) always move
-together, in the folds of the model rater as in the splits, so a question never sits on both sides of a
-train/test or rater-train/rated boundary. The gold answers of student_pool are written apart (`gold/`),
-for the ceiling alone; its public rows keep only the fields of `POOL_FIELDS`, and `read_pool` (the one
-reader of student_pool) refuses any other. Same inputs, same bytes.
+A difficulty strategy (ensemw2s/strategies.py) gives every example a score (larger = harder) and an
+easy/hard flag. Easy rows fill weak_train, val, test_id; hard rows fill test_ood; student_pool comes from
+the tier the dataset's `student_pool` names (easy by default: the W2S protocol, where the weak
+supervisor labels held-out questions of its own training distribution). Rows sharing a uid (the same
+question text) always move together, in the folds of the model rater as in the splits, so a question
+never sits on both sides of a train/test or rater-train/rated boundary. The gold answers of student_pool are written apart (`gold/`),
+for the ceiling alone; its public rows keep only allow-listed fields (ensemw2s/splitdir.py, the contract
+of a split directory, whose `read_pool` refuses any other). Same inputs, same bytes.
 
 Trains nothing itself: the `model` strategy's rater fine-tunes through ensemw2s.training.
 """
@@ -17,16 +17,14 @@ import random
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from ensemw2s import provenance
-from ensemw2s.config import SPLITS, Config, DifficultySpec, as_dict, stable_hash
-from ensemw2s.data import DATASETS, DatasetEntry
+from ensemw2s import catalog, data, provenance, steps
+from ensemw2s.config import Config, as_dict, stable_hash
 from ensemw2s.errors import UserError
-from ensemw2s.io import atomic_dir, read_jsonl, sha256_file, write_json, write_jsonl
-from ensemw2s.registry import Registry
+from ensemw2s.io import atomic_dir, sha256_file, write_json, write_jsonl
+from ensemw2s.splitdir import GOLD_FILE, SPLITS, pool_row
+from ensemw2s.strategies import STRATEGIES, Context, Rater, group_by_uid
 
 # datasets[].student_pool -> the splits each difficulty tier fills, in fill order (weak_train, val and
 # test_id come first, so they are the same rows whichever tier the pool is drawn from)
@@ -35,97 +33,10 @@ TIERS = {
     "hard": {"easy": ("weak_train", "val", "test_id"), "hard": ("student_pool", "test_ood")},
 }
 HELD_OUT = ("student_pool", "test_id", "test_ood")  # must share no question with weak_train or val
-GOLD_DIR = "gold"
-GOLD_FILE = f"{GOLD_DIR}/student_pool.jsonl"
-# The only fields a student_pool row may carry. Anything else may reveal gold (answer, gold, SciQ's
-# distractors, ARC's answerKey) or hint at it (SciQ's `support` passage, which usually contains the
-# answer; `difficulty`, the rater's loss on the gold answer or the answer's length; the synthetic
-# task's `rarity`), so the pool is written from this list, not by deleting known fields.
-POOL_FIELDS = ("uid", "prompt", "choices", "source")
-
-Rater = Callable[[list[dict], list[dict]], list[float]]  # (train rows, rows to score) -> difficulty per row
 
 
 class LeakError(AssertionError):
     """Two splits share a question: a bug in the split logic, never bad input."""
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a strategy may use besides the examples."""
-
-    entry: DatasetEntry
-    difficulty: DifficultySpec
-    seed: int
-    rater: Callable[[], Rater]  # built on first use: only the model strategy needs one
-
-
-Strategy = Callable[[list[dict], Context], tuple[list[float], list[bool]]]  # -> (difficulty, hard) per row
-STRATEGIES: Registry[Strategy] = Registry("difficulty strategy")
-
-
-def group_by_uid(rows: list[dict]) -> dict[str, list[int]]:
-    """uid -> row indices, in row order."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        groups[row["uid"]].append(i)
-    return dict(groups)
-
-
-def top_fraction(rows: list[dict], scores: list[float], fraction: float) -> list[bool]:
-    """Hard = the highest-scoring questions (mean score of a uid's rows) up to `fraction` of the rows."""
-    groups = group_by_uid(rows)
-    mean = {uid: sum(scores[i] for i in idx) / len(idx) for uid, idx in groups.items()}
-    target = round(fraction * len(rows))
-    hard = [False] * len(rows)
-    n_hard = 0
-    for uid in sorted(groups, key=lambda u: (-mean[u], u)):
-        if n_hard >= target:
-            break
-        for i in groups[uid]:
-            hard[i] = True
-        n_hard += len(groups[uid])
-    return hard
-
-
-def cross_fit(rows: list[dict], rater: Rater, folds: int, seed: int) -> list[float]:
-    """Score each row with a rater trained on the other folds only; a question's rows share one fold."""
-    uids = sorted(group_by_uid(rows))
-    if len(uids) < folds:
-        raise UserError(f"difficulty.folds={folds} but only {len(uids)} distinct questions; lower folds")
-    random.Random(f"folds:{seed}").shuffle(uids)
-    fold_of = {uid: k % folds for k, uid in enumerate(uids)}
-    scores: list[float] = [0.0] * len(rows)
-    for k in range(folds):
-        held = [i for i, r in enumerate(rows) if fold_of[r["uid"]] == k]
-        train = [r for r in rows if fold_of[r["uid"]] != k]
-        got = rater(train, [rows[i] for i in held])
-        if len(got) != len(held):
-            raise ValueError(f"rater returned {len(got)} scores for {len(held)} rows")
-        for i, s in zip(held, got):
-            scores[i] = float(s)
-    return scores
-
-
-@STRATEGIES.register("source")
-def by_source(rows: list[dict], ctx: Context) -> tuple[list[float], list[bool]]:
-    """The dataset's own labels: hard when the row's source is one of the entry's hard sources."""
-    hard = [r["source"] in ctx.entry.hard_sources for r in rows]
-    return [float(h) for h in hard], hard
-
-
-@STRATEGIES.register("length")
-def by_length(rows: list[dict], ctx: Context) -> tuple[list[float], list[bool]]:
-    """A cheap proxy: words in the prompt and the answer; the longest `hard_fraction` are hard."""
-    scores = [float(len(r["prompt"].split()) + len(r["answer"].split())) for r in rows]
-    return scores, top_fraction(rows, scores, ctx.difficulty.hard_fraction)
-
-
-@STRATEGIES.register("model")
-def by_model(rows: list[dict], ctx: Context) -> tuple[list[float], list[bool]]:
-    """Cross-fitted rater loss on the gold answer; the highest `hard_fraction` are hard."""
-    scores = cross_fit(rows, ctx.rater(), ctx.difficulty.folds, ctx.seed)
-    return scores, top_fraction(rows, scores, ctx.difficulty.hard_fraction)
 
 
 def model_rater(cfg: Config, checkpoint: str | Path, rater_name: str, seed: int) -> Rater:
@@ -204,48 +115,9 @@ def check_no_leak(splits: dict[str, list[dict]]) -> None:
                 raise LeakError(f"question uid {row['uid']} is in both {first} and {name}")
 
 
-def refuse_gold(path: str | Path) -> Path:
-    """Raise unless `path` lies outside a split directory's gold/ folder; return it."""
-    path = Path(path)
-    if path.resolve().parent.name == GOLD_DIR:
-        raise UserError(
-            f"{path}: the gold answers of student_pool are read only by the ceiling "
-            f"(`ensemw2s train-student --gold`); experts and students must not see them"
-        )
-    return path
-
-
-def pool_row(row: dict) -> dict:
-    """A student_pool row as written: the fields of POOL_FIELDS only."""
-    return {k: row[k] for k in POOL_FIELDS if k in row}
-
-
-def read_pool(data: str | Path, required: tuple[str, ...] = ("uid", "prompt")) -> list[dict]:
-    """student_pool rows of a split directory, each checked to carry only POOL_FIELDS and `required`.
-
-    The one reader of student_pool (pseudo-labels, students, the ceiling): a field outside the
-    allow-list means the splits were written by older code or edited, and may leak gold.
-    """
-    path = Path(data) / "student_pool.jsonl"
-    if path.resolve().parent.name == GOLD_DIR:
-        raise UserError(f"{path}: a reader of student_pool must not read the gold answers (only "
-                        f"`train-student --gold` does); pass the split directory (the parent of gold/) as --data")
-    rows = read_jsonl(path)
-    for lineno, row in enumerate(rows, 1):
-        extra = [k for k in row if k not in POOL_FIELDS]
-        if extra:
-            raise UserError(f"{path} row {lineno}: field(s) {', '.join(extra)} are not in the student_pool "
-                            f"allow-list ({', '.join(POOL_FIELDS)}); other fields may reveal or hint at the gold "
-                            f"answer. Regenerate the splits with `ensemw2s prepare-data`")
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise UserError(f"{path} row {lineno}: missing field(s) {', '.join(missing)}")
-    return rows
-
-
 def rate_examples(examples: list[dict], ctx: Context) -> list[dict]:
     """Examples with `difficulty` and `hard`; all rows of one question take the hardest tier among them."""
-    scores, hard = STRATEGIES.get(ctx.difficulty.strategy)(examples, ctx)
+    scores, hard = STRATEGIES.get(ctx.difficulty.strategy).rate(examples, ctx)
     for idx in group_by_uid(examples).values():
         if any(hard[i] for i in idx):
             for i in idx:
@@ -272,30 +144,33 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
                  rater: Rater | None = None) -> None:
     """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
 
-    rater_model: the prepared checkpoint of the config's difficulty.rater, for the `model` strategy
-    (ignored by the others); `rater` injects a ready rater instead (tests).
+    rater_model: the prepared checkpoint of the config's difficulty.rater, for a strategy that needs a
+    rater (ignored by the others); `rater` injects a ready rater instead (tests). student_pool keeps the
+    definition's `pool_fields`, recorded in the manifest for its reader (splitdir.read_pool).
     """
     start = time.perf_counter()
     spec = cfg.dataset(dataset)
-    entry = DATASETS.get(dataset)
+    definition = catalog.definition(dataset, spec.definition)
 
     def make_rater() -> Rater:
         if rater is not None:
             return rater
         if rater_model is None:
-            raise UserError(f"dataset {dataset!r}: difficulty strategy 'model' needs the rater's checkpoint; "
+            raise UserError(f"dataset {dataset!r}: difficulty strategy {spec.difficulty.strategy!r} needs the "
+                            f"rater's checkpoint; "
                             f"pass --rater-model (the prepare-model output of models.{spec.difficulty.rater})")
         return model_rater(cfg, rater_model, spec.difficulty.rater, seed)
 
-    examples = subsample(entry.examples(spec, cfg.data_dir), spec.subsample, seed)
-    rows = rate_examples(examples, Context(entry, spec.difficulty, seed, make_rater))
+    examples = subsample(data.examples(spec, cfg.data_dir), spec.subsample, seed)
+    rows = rate_examples(examples, Context(definition.hard_sources, spec.difficulty, seed, make_rater))
     index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset, spec.student_pool)
     splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
     check_no_leak(splits)
     pool = splits["student_pool"]
     with atomic_dir(out) as tmp:
         for name in SPLITS:
-            write_jsonl(tmp / f"{name}.jsonl", [pool_row(r) for r in pool] if name == "student_pool" else splits[name])
+            write_jsonl(tmp / f"{name}.jsonl",
+                        [pool_row(r, definition.pool_fields) for r in pool] if name == "student_pool" else splits[name])
         write_jsonl(tmp / GOLD_FILE, [{"uid": r["uid"], "answer": r["answer"], "gold": r["gold"]} for r in pool])
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*.jsonl"))}
         write_json(tmp / "manifest.json", {
@@ -303,19 +178,17 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
             "seed": seed,
             "strategy": as_dict(spec.difficulty),
             "student_pool": spec.student_pool,
+            "pool_fields": list(definition.pool_fields),
             "sizes": {name: len(splits[name]) for name in SPLITS},
             "rows": {"all": len(rows), "hard": sum(r["hard"] for r in rows)},
             "config_hash": stable_hash(as_dict(spec)),
             "files": files,
         })
-    keys, inputs = ["datasets"], []
-    if spec.load_from == "local" and entry.parts:  # local copies; generated and hub rows have no files here
-        keys.append("data_dir")
-        inputs += [Path(cfg.data_dir) / part.folder for part in entry.parts]
-    if spec.difficulty.strategy == "model":  # the rater: fine-tuned with the expert settings, scored in batches
-        keys += [f"models.{spec.difficulty.rater}", "training.expert", "evaluation.batch_size"]
-        inputs += [rater_model] if rater_model is not None else []
-    provenance.record(out, cfg, keys, inputs, {
+    inputs = [definition.path]
+    if spec.load_from == "local":  # local copies; generated and hub rows have no files here
+        inputs += [Path(cfg.data_dir) / part.folder for part in definition.parts]
+    inputs += [rater_model] if rater_model is not None else []
+    provenance.record(out, cfg, steps.keys(cfg, "prepare_data", dataset=dataset), inputs, {
         "step": "prepare_data", "dataset": dataset, "seed": seed, "load_from": spec.load_from,
         "student_pool": spec.student_pool,
         "sizes": {name: len(splits[name]) for name in SPLITS}, "wall_time_s": time.perf_counter() - start,

@@ -1,8 +1,7 @@
 """Strong students on pseudo-answers, and the ceiling on gold answers (`ensemw2s train-student`).
 
-This module owns the gold answers of student_pool (`<data>/gold/student_pool.jsonl`): `read_gold` is
-the only function in the package that reads them, and only for the ceiling. Every other loader of
-training rows calls `splits.refuse_gold` on its paths.
+The ceiling is the one reader of the gold answers of student_pool (`splitdir.read_gold`); the label
+files a student is given pass through `splitdir.refuse_gold`.
 
 A student sees only what its supervisor gives it: the ensemble's answers for student_pool and, to
 choose its epoch (`select_on_val`), the same ensemble's answers for val (`--val-labels`); it never
@@ -17,20 +16,13 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from ensemw2s import provenance
+from ensemw2s import provenance, steps
 from ensemw2s.config import Config
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
-from ensemw2s.splits import GOLD_DIR, GOLD_FILE, read_pool, refuse_gold
+from ensemw2s.splitdir import GOLD_DIR, GOLD_FILE, read_gold, read_pool, read_split, refuse_gold
 from ensemw2s.training import FIT_STATS, fit, read_fit_stats
-
-
-def read_gold(data: str | Path, role: str) -> list[dict]:
-    """Gold rows (uid, answer, gold) of student_pool: for the ceiling, and for nothing else."""
-    if role != "ceiling":
-        raise UserError(f"role {role!r} asked for the gold answers of student_pool; only the ceiling may read them")
-    return read_jsonl(Path(data) / GOLD_FILE)
 
 
 def answer_pool(pool: list[dict], answers: list[dict], source: str, complete: bool) -> list[dict]:
@@ -90,8 +82,7 @@ def selection_rows(data: str | Path, role: str, val_labels: str | Path | None,
     if role == "ceiling":
         if val_labels is not None:
             raise UserError("the ceiling selects its epoch on val's gold answers; drop --val-labels")
-        path = refuse_gold(Path(data) / "val.jsonl")
-        return path, read_jsonl(path)
+        return Path(data) / "val.jsonl", read_split(data, "val")
     if val_labels is None:
         raise UserError("a student selects its epoch only on its supervisor's answers for val: pass --val-labels "
                         "(the file `ensemw2s pseudo-label --val-out` writes), or set "
@@ -145,5 +136,5 @@ def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: s
     answers = data / GOLD_FILE if gold else Path(labels)
     inputs = [answers, data / "student_pool.jsonl", *([selected_on] if selected_on is not None else []),
               *([base] if isinstance(base, Path) else [])]
-    provenance.record(out, cfg, [f"models.{strong}", "training.student"], inputs,
+    provenance.record(out, cfg, steps.keys(cfg, "train_student", strong=strong), inputs,
                       {"step": "train_student", **summary, "resumed_from": fit_stats["resumed_from"]})

@@ -129,6 +129,11 @@ BASE_CONFIG = {
 }
 
 
+# every kind once, and boost's experts re-weighted: the variants of config/paper.yaml
+ALL_VARIANTS = {"boost": {}, "bagging": {"kind": "bagging"}, "sequence": {"kind": "sequence"},
+                "boost-uniform": {"ensemble_weights": "uniform"}}
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """make_config(**top_level_overrides) -> Config with results_dir inside tmp_path."""

@@ -221,21 +221,21 @@ def test_experts_with_different_tokenizers(fails, tmp_path, tiny_model_dir):
     train_tokenizer([t.upper() for t in TOKENIZER_TEXTS], vocab_size=290).save_pretrained(other)
     r1 = expert_dir(tmp_path / "r1", 1, tiny_model_dir)
     r2 = expert_dir(tmp_path / "r2", 2, other)
-    fails(["ensemble", "--config", write_config(tmp_path), "--experts", r1, r2, "--weighting", "alpha",
+    fails(["ensemble", "--config", write_config(tmp_path), "--experts", r1, r2, "--variant", "boost",
            "--out", tmp_path / "r2.json"],
           "different tokenizers", str(r2 / "model"), "same weak base")
 
 
 def test_a_manifest_with_no_usable_experts(fails, tmp_path):
     r1 = expert_dir(tmp_path / "r1", 1, None, stopped=True)
-    fails(["ensemble", "--config", write_config(tmp_path), "--experts", r1, "--weighting", "alpha",
+    fails(["ensemble", "--config", write_config(tmp_path), "--experts", r1, "--variant", "boost",
            "--out", tmp_path / "r1.json"],
           "no usable expert", "stopped")
 
 
 def test_an_expert_whose_model_is_missing(fails, tmp_path):
     r1 = expert_dir(tmp_path / "r1", 1, None)
-    fails(["ensemble", "--config", write_config(tmp_path), "--experts", r1, "--weighting", "alpha",
+    fails(["ensemble", "--config", write_config(tmp_path), "--experts", r1, "--variant", "boost",
            "--out", tmp_path / "r1.json"],
           str(r1 / "model"), "rerun `ensemw2s train-expert`")
 
@@ -291,7 +291,7 @@ def test_training_rows_with_a_missing_field(fails, tmp_path, tiny_model_dir):
     rows = [json.loads(line) for line in (data / "weak_train.jsonl").read_text().splitlines()]
     del rows[2]["uid"]
     write_jsonl(data / "weak_train.jsonl", rows)
-    fails(expert_argv(tmp_path, data, tiny_model_dir), f"{data / 'weak_train.jsonl'} line 3", "'uid'")
+    fails(expert_argv(tmp_path, data, tiny_model_dir), f"{data / 'weak_train.jsonl'} line 3", "missing field(s) uid;")
 
 
 def test_training_rows_with_an_empty_answer(fails, tmp_path, tiny_model_dir):

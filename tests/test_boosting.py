@@ -12,6 +12,7 @@ import torch
 
 from ensemw2s import boosting
 from ensemw2s.errors import UserError
+from ensemw2s.kinds import TOKEN_WEIGHTINGS
 
 OFFSETS = torch.tensor([0, 2, 5, 7])
 MISS = torch.tensor([0, 1, 0, 0, 0, 1, 0], dtype=torch.bool)
@@ -177,7 +178,7 @@ def test_unknown_rules_suggest_the_known_ones():
     with pytest.raises(UserError, match="samme"):
         boosting.alpha("sammee", 0.2, k=4)
     with pytest.raises(UserError, match="resample"):
-        boosting.LOSS_MULTIPLIERS.get("resampel")
+        TOKEN_WEIGHTINGS.get("resampel")
     with pytest.raises(ValueError, match="K >= 2"):
         boosting.alpha("samme", 0.2, k=1)
 
@@ -205,11 +206,11 @@ def test_resampling_keeps_the_padded_layout():
 
 def test_loss_multipliers_of_uniform_weights_are_one():
     D = uniform(49)  # 1/49 * 49 is not exactly 1 in float64; the float32 multiplier is
-    assert torch.equal(boosting.LOSS_MULTIPLIERS.get("reweight")(D, torch.Generator()), torch.ones(49))
+    assert torch.equal(TOKEN_WEIGHTINGS.get("reweight")(D, torch.Generator()), torch.ones(49))
     D2 = torch.tensor([0.05, 0.375, 0.05, 0.05, 0.05, 0.375, 0.05], dtype=torch.float64)
     # n * D: 7 * 0.05 = 0.35, 7 * 0.375 = 2.625
     assert torch.allclose(boosting.reweight_multipliers(D2), torch.tensor([0.35, 2.625, 0.35, 0.35, 0.35, 2.625, 0.35]))
-    counts = boosting.LOSS_MULTIPLIERS.get("resample")(D2, torch.Generator().manual_seed(0))
+    counts = TOKEN_WEIGHTINGS.get("resample")(D2, torch.Generator().manual_seed(0))
     assert counts.dtype == torch.float32 and counts.sum().item() == 7
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ensemw2s import config as config_mod
-from ensemw2s.collect import COLUMNS, write_metrics
+from ensemw2s.collect import COLUMNS, boosting_rows, write_metrics
 from ensemw2s.config import stable_hash
-from ensemw2s.errors import UserError
+from ensemw2s.errors import DataFileError, UserError
 from ensemw2s.io import read_json, write_json
-from tests.conftest import BASE_CONFIG
+from tests.conftest import ALL_VARIANTS, BASE_CONFIG
 
 N = 60  # examples per split: every accuracy below is a multiple of 1/60 and is hit exactly
 SPLITS = ("val", "test_id", "test_ood")
@@ -74,7 +76,8 @@ def fake_run(root: Path, seeds=(0, 1), rounds=3, datasets=("sciq",), ensembles=(
                     exp = root / "experts" / weak / ds / f"s{seed}" / v / f"r{r}" / "boosting.json"
                     eps = 0.30 + {"boost": 0.05, "bagging": 0.02}.get(v, 0.04) * r + 0.01 * seed
                     alpha = math.log((1 - eps) / eps) + math.log(299)
-                    write_json(exp, {"round": r, "variant": v, "eps": eps, "alpha": alpha,
+                    write_json(exp, {"weak_model": weak, "dataset": ds, "seed": seed, "round": r, "variant": v,
+                                     "eps": eps, "alpha": alpha,
                                      "K": 300, "n_tokens": 500, "n_missed": int(500 * eps), "stopped": False,
                                      "stop_reason": None, "weight_entropy": math.log(500) - (eps - 0.3) * 4 * r,
                                      "weight_top10_share": 0.1 + (eps - 0.3) * r})
@@ -116,7 +119,8 @@ def one(rows, **kw) -> dict:
 def run(tmp_path_factory):
     """One collected fake run (2 seeds, 3 rounds, 3 ensembles) shared by the read-only tests below."""
     root = tmp_path_factory.mktemp("run")
-    cfg = config_mod.from_dict({**copy.deepcopy(BASE_CONFIG), "results_dir": str(root / "results")})
+    cfg = config_mod.from_dict({**copy.deepcopy(BASE_CONFIG), "results_dir": str(root / "results"),
+                                "boosting": {"rounds": 3, "variants": ALL_VARIANTS}})
     scores, boosting = fake_run(root)
     out = write_metrics(cfg, scores, boosting, root / "metrics.csv")
     return cfg, scores, boosting, out, read_rows(out)
@@ -337,6 +341,36 @@ def test_boosting_rows(run):
     assert eps["n"] == "500"
     assert {r["metric"] for r in find(rows, eval_split="weak_train")} == {"eps", "alpha", "weight_entropy",
                                                                             "weight_top10_share"}
+
+
+def test_boosting_rows_are_labelled_by_the_record(tmp_path):
+    """A record names its weak model, dataset and seed; one written before it named its weak model (the
+    committed results/cpu-real) gets it from its path, experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/."""
+    record = {"weak_model": "gpt2", "dataset": "arc", "seed": 3, "variant": "boost", "round": 2, "n_tokens": 40,
+              "eps": 0.25, "alpha": None}
+    anywhere = tmp_path / "copied" / "boosting.json"
+    write_json(anywhere, record)
+    (row,) = boosting_rows(anywhere)  # alpha None (a stopped round): no row
+    assert {k: row[k] for k in ("weak_model", "dataset", "seed", "ensemble", "round", "metric", "value", "n")} == {
+        "weak_model": "gpt2", "dataset": "arc", "seed": 3, "ensemble": "boost", "round": 2, "metric": "eps",
+        "value": 0.25, "n": 40}
+    old = tmp_path / "experts" / "smollm2-135m" / "arc" / "s3" / "boost" / "r2" / "boosting.json"
+    write_json(old, {k: v for k, v in record.items() if k != "weak_model"})
+    assert [r["weak_model"] for r in boosting_rows(old)] == ["smollm2-135m"]
+    write_json(anywhere, {k: v for k, v in record.items() if k != "weak_model"})
+    with pytest.raises(DataFileError, match="names no weak_model and its path is not experts/"):
+        boosting_rows(anywhere)
+    write_json(anywhere, {"eps": 0.25})
+    with pytest.raises(DataFileError, match="lacks dataset, seed, variant, round"):
+        boosting_rows(anywhere)
+
+
+def test_collect_and_the_contracts_it_reads_load_no_torch():
+    """Tables, figures and the workflow's DAG read score files and split directories: no model stack."""
+    code = ("import sys, ensemw2s.collect, ensemw2s.scores, ensemw2s.splitdir, ensemw2s.metrics; "
+            "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_reruns_are_byte_identical_whatever_the_input_order(run, tmp_path):

@@ -4,7 +4,7 @@ import copy
 import pytest
 
 from ensemw2s import cli, config
-from ensemw2s.errors import ConfigError
+from ensemw2s.errors import ConfigError, UserError
 from tests.conftest import BASE_CONFIG
 
 
@@ -17,7 +17,8 @@ def raw(**overrides) -> dict:
 def test_defaults_are_filled_from_schema_and_registry(make_config):
     cfg = make_config()
     assert cfg.seeds == (0,) and cfg.boosting.rounds == 2  # set in BASE_CONFIG
-    assert (cfg.boosting.alpha, cfg.boosting.combine, cfg.boosting.token_weighting) == ("samme", "prob", "resample")
+    boost = cfg.boosting.variant("boost")
+    assert (boost.alpha, boost.combine, boost.token_weighting) == ("samme", "prob", "resample")
     assert cfg.expert_training.epochs == 1 and cfg.expert_training.max_length == 256  # given, then schema default
     assert cfg.evaluation.splits == ("val", "test_id", "test_ood")
     assert cfg.models["weak"].tiny.arch == "llama" and cfg.models["weak"].lora is None
@@ -65,11 +66,40 @@ def test_unknown_model_in_pairs():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ConfigError, match=r"datasets\[0\].name: unknown dataset 'arcc'. Did you mean 'arc'\?"):
+    with pytest.raises(ConfigError, match=r"datasets\[0\].name: unknown dataset 'arcc'. Did you mean 'arc'\? .*"
+                                          r"\(or give datasets\[0\].definition, a definition file\)"):
         config.from_dict(raw(datasets=[{"name": "arcc"}]))
+    with pytest.raises(ConfigError, match=r"config key datasets\[0\].name: 'my-set' does not match"):
+        config.from_dict(raw(datasets=[{"name": "my-set"}]))  # a path component of the run's outputs
+
+
+def test_a_dataset_entry_may_name_its_definition_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("parts: [{folder: mine, source: Mine}]\nfields: {question: q, choices: {list: c}, answer: {index: a}}\n"
+                    "strategies: [length, model]\n"
+                    "defaults: {difficulty: {strategy: length, hard_fraction: 0.25}, "
+                    "sizes: {weak_train: 4, val: 2, test_id: 2, student_pool: 3, test_ood: 2}}\n")
+    cfg = config.from_dict(raw(datasets=[{"name": "mine", "definition": str(path), "sizes": {"val": 1}}]))
+    (spec,) = cfg.datasets
+    assert spec.definition == str(path) and spec.load_from == "local" and spec.options == {}
+    assert spec.difficulty.strategy == "length" and spec.difficulty.hard_fraction == 0.25
+    assert spec.sizes == {"weak_train": 4, "val": 1, "test_id": 2, "student_pool": 3, "test_ood": 2}
+    with pytest.raises(ConfigError, match=r"config key datasets\[0\].load_from: dataset 'mine' has no hub id in its "
+                                          r"definition .*; set load_from: local, or add `hub:`"):
+        config.from_dict(raw(datasets=[{"name": "mine", "definition": str(path), "load_from": "hub"}]))
+    path.write_text(path.read_text().replace("strategies:", "stratgies:"))
+    with pytest.raises(ConfigError, match=rf"config key datasets\[0\].definition: dataset definition {path}: key "
+                                          r"stratgies: unknown key. Did you mean 'strategies'\?"):
+        config.from_dict(raw(datasets=[{"name": "mine", "definition": str(path)}]))
+    with pytest.raises(ConfigError, match=r"config key datasets\[0\].definition: dataset 'mine': definition file "
+                                          r".*nowhere.yaml not found"):
+        config.from_dict(raw(datasets=[{"name": "mine", "definition": str(tmp_path / "nowhere.yaml")}]))
 
 
 def test_strategy_must_suit_the_dataset():
+    with pytest.raises(UserError, match=r"config key datasets\[0\].difficulty.strategy: unknown difficulty strategy "
+                                        r"'lenght'. Did you mean 'length'\?"):
+        config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "lenght"}}]))
     with pytest.raises(ConfigError, match="dataset 'sciq' does not support 'source'; choose one of model, length"):
         config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "source"}}]))
     with pytest.raises(ConfigError, match="strategy 'model' needs a rater model name"):

@@ -1,26 +1,15 @@
-"""ensemble.py: combiner math by hand, the identities of METHOD.md, cached == uncached, manifests."""
-import json
-import math
+"""ensemble.py: the identities of METHOD.md, batched and cached decoding == one token at a time, load_ensemble."""
 from pathlib import Path
 
 import pytest
 import torch
 
 from ensemw2s.config import TinySpec
-from ensemw2s.ensemble import (
-    COMBINERS,
-    Ensemble,
-    Generation,
-    TokenCache,
-    combine_cached,
-    expert_token_logprobs,
-    load_ensemble,
-    normalised_weights,
-    vote,
-    write_manifest,
-)
+from ensemw2s.ensemble import Ensemble, Generation, load_ensemble
 from ensemw2s.errors import UserError
-from ensemw2s.models import build_tiny_model, load_causal_lm, load_tokenizer, tokenizer_fingerprint, train_tokenizer
+from ensemw2s.io import write_json
+from ensemw2s.manifest import write_manifest
+from ensemw2s.models import build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
 from tests.conftest import TINY, TOKENIZER_TEXTS, assert_loglikelihoods_close, loglikelihood_tolerance
 
 PROMPTS = [
@@ -118,48 +107,7 @@ def scoring_requests(ens: Ensemble, tok) -> tuple[list[list[int]], list[list[int
 
 
 # ---------------------------------------------------------------------------------------------
-# combiners, by hand
-
-
-P1, P2 = [0.7, 0.2, 0.1], [0.1, 0.6, 0.3]
-
-
-def _stacked(*dists) -> torch.Tensor:
-    return torch.tensor(dists).log().unsqueeze(1)  # (T, 1, V)
-
-
-def test_prob_is_the_weighted_mixture():
-    w = normalised_weights([3.0, 1.0])  # 0.75, 0.25
-    got = COMBINERS.get("prob").combine(_stacked(P1, P2), w).exp()[0]
-    assert torch.allclose(got, torch.tensor([0.55, 0.30, 0.15]), atol=1e-6)
-
-
-def test_logprob_is_the_normalised_weighted_geometric_mean():
-    w = normalised_weights([3.0, 1.0])
-    unnorm = [a ** 0.75 * b ** 0.25 for a, b in zip(P1, P2)]
-    expected = torch.tensor([u / sum(unnorm) for u in unnorm])
-    got = COMBINERS.get("logprob").combine(_stacked(P1, P2), w).exp()[0]
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert math.isclose(float(got.sum()), 1.0, abs_tol=1e-6)
-
-
-def test_vote_counts_weights_and_breaks_ties_towards_the_earliest_expert():
-    tokens = torch.tensor([[0], [1], [1]])  # (T, B): experts 2 and 3 agree on token 1
-    assert vote(tokens, torch.tensor([0.4, 0.3, 0.3])).tolist() == [1]
-    assert vote(tokens, torch.tensor([0.6, 0.2, 0.2])).tolist() == [0]
-    assert vote(tokens, torch.tensor([0.5, 0.25, 0.25])).tolist() == [0]  # 0.5 vs 0.5: expert 1 wins
-    # the vote chooses the token, but its scores are prob's
-    lp = _stacked(P1, P2, P2)
-    w = normalised_weights([0.4, 0.3, 0.3])
-    c = COMBINERS.get("vote")
-    assert torch.equal(c.combine(lp, w), COMBINERS.get("prob").combine(lp, w))
-    assert c.choose(lp, w, c.combine(lp, w)).tolist() == [1]
-
-
-@pytest.mark.parametrize("bad", [[1.0, 0.0], [1.0, -2.0], [], [float("nan")]])
-def test_weights_must_be_positive(bad):
-    with pytest.raises(UserError):
-        normalised_weights(bad)
+# what an ensemble refuses
 
 
 def test_unknown_combiner_suggests_a_name(experts, tok):
@@ -294,77 +242,17 @@ def test_decoding_stops_at_the_first_stop_string(experts, tok):
 
 
 # ---------------------------------------------------------------------------------------------
-# per-expert token cache
+# from a manifest
 
 
-@pytest.fixture(scope="module")
-def cached(experts, tok):
-    ens = Ensemble(experts, [1.0, 1.0, 1.0], "prob", tok)
-    contexts, conts = scoring_requests(ens, tok)
-    full = [expert_token_logprobs(m, contexts, conts, batch_size=3, top_k=len(tok)) for m in experts]
-    small = [expert_token_logprobs(m, contexts, conts, batch_size=5, top_k=2) for m in experts]
-    return contexts, conts, full, small
-
-
-@pytest.mark.parametrize("combine", ["prob", "vote"])
-@pytest.mark.parametrize("subset", [[0], [0, 1], [0, 2], [0, 1, 2]])
-def test_cached_combination_equals_direct_scoring(combine, subset, cached, experts, tok):
-    contexts, conts, full, small = cached
-    weights = [[2.0, 0.5, 1.1][i] for i in subset]
-    ens = Ensemble([experts[i] for i in subset], weights, combine, tok)
-    direct = ens.loglikelihood(contexts, conts, batch_size=3)  # the full caches' batches: the same numbers
-    exact = combine_cached([full[i] for i in subset], weights, combine)
-    assert [lp for lp, _ in exact] == pytest.approx([lp for lp, _ in direct], abs=1e-6)
-    assert [g for _, g in exact] == [g for _, g in direct]
-    # a top-k cache (other batches, so float noise): the same log-likelihoods; is_greedy only errs towards False
-    approx = combine_cached([small[i] for i in subset], weights, combine)
-    assert_loglikelihoods_close([lp for lp, _ in approx], [lp for lp, _ in direct], [len(c) for c in conts], len(tok))
-    assert all(d or not a for (_, a), (_, d) in zip(approx, direct))
-    if combine == "vote" or len(subset) == 1:  # argmax ids are cached: exact
-        assert [g for _, g in approx] == [g for _, g in direct]
-
-
-def test_token_cache_round_trip_and_misuse(cached, tmp_path, experts, tok):
-    contexts, conts, full, _ = cached
-    full[1].save(tmp_path / "e1.pt")
-    loaded = TokenCache.load(tmp_path / "e1.pt")
-    assert combine_cached([full[0], loaded], [1.0, 2.0]) == combine_cached(full[:2], [1.0, 2.0])
-    with pytest.raises(UserError, match="full distributions"):
-        combine_cached(full, [1.0, 1.0, 1.0], "logprob")
-    other = expert_token_logprobs(experts[2], contexts[:2], conts[:2])
-    with pytest.raises(UserError, match="different requests"):
-        combine_cached([full[0], other], [1.0, 1.0])
-    with pytest.raises(UserError, match="not found"):
-        TokenCache.load(tmp_path / "missing.pt")
-
-
-# ---------------------------------------------------------------------------------------------
-# manifests
-
-
-def _round(root: Path, r: int, alpha: float, model: Path | None) -> Path:
-    d = root / f"r{r}"
-    d.mkdir(parents=True)
-    (d / "boosting.json").write_text(json.dumps({"round": r, "alpha": alpha, "stopped": model is None}))
-    if model is not None:
-        (d / "model").symlink_to(model, target_is_directory=True)
-    return d
-
-
-def test_manifest_skips_stopped_rounds_and_loads(tmp_path, expert_dirs, experts, make_config, tok):
-    dirs = [_round(tmp_path, 1, 2.5, expert_dirs[0]), _round(tmp_path, 2, -0.1, None),
-            _round(tmp_path, 3, 0.5, expert_dirs[1])]
-    cfg = make_config(boosting={"rounds": 3, "combine": "vote"})
-    write_manifest(cfg, dirs, "alpha", tmp_path / "alpha.json")
-    m = json.loads((tmp_path / "alpha.json").read_text())
-    assert m == {"experts": [str(dirs[0] / "model"), str(dirs[2] / "model")], "weights": [2.5, 0.5],
-                 "combine": "vote", "weighting": "alpha", "rounds": [1, 3], "tokenizer": tokenizer_fingerprint(tok)}
-    write_manifest(cfg, dirs, "uniform", tmp_path / "uniform.json")
-    assert json.loads((tmp_path / "uniform.json").read_text())["weights"] == [1.0, 1.0]
-    record = json.loads((tmp_path / "uniform.json.provenance.json").read_text())
-    assert record["step"] == "ensemble_manifest" and record["config_keys"] == ["boosting.combine"]
-    assert set(record["inputs"]) == {str(d / "boosting.json") for d in dirs}
-
+def test_load_ensemble_is_the_ensemble_the_manifest_names(tmp_path, expert_dirs, experts, make_config, tok):
+    dirs = []
+    for r, (alpha, model) in enumerate([(2.5, expert_dirs[0]), (0.5, expert_dirs[1])], start=1):
+        dirs.append(tmp_path / f"r{r}")
+        dirs[-1].mkdir()
+        write_json(dirs[-1] / "boosting.json", {"round": r, "alpha": alpha, "stopped": False})
+        (dirs[-1] / "model").symlink_to(model, target_is_directory=True)
+    write_manifest(make_config(boosting={"rounds": 2, "combine": "vote"}), dirs, "boost", tmp_path / "alpha.json")
     ens = load_ensemble(tmp_path / "alpha.json", device="cpu")
     assert ens.combine == "vote" and torch.allclose(ens.weights, torch.tensor([2.5 / 3, 0.5 / 3]))
     contexts, conts = scoring_requests(ens, tok)
@@ -374,19 +262,11 @@ def test_manifest_skips_stopped_rounds_and_loads(tmp_path, expert_dirs, experts,
     assert [g for _, g in got] == [g for _, g in direct]
 
 
-def test_manifest_errors(tmp_path, expert_dirs, make_config):
-    cfg = make_config()
-    stopped = [_round(tmp_path / "a", 1, -1.0, None)]
-    with pytest.raises(UserError, match="no usable expert"):
-        write_manifest(cfg, stopped, "alpha", tmp_path / "m.json")
-    with pytest.raises(UserError, match="file not found"):
-        write_manifest(cfg, [tmp_path / "nowhere"], "alpha", tmp_path / "m.json")
-    other = tmp_path / "other_tok"
-    train_tokenizer([t.upper() for t in TOKENIZER_TEXTS], vocab_size=290).save_pretrained(other)
-    mixed = [_round(tmp_path / "b", 1, 1.0, expert_dirs[0]), _round(tmp_path / "b", 2, 1.0, other)]
-    with pytest.raises(UserError, match="different tokenizers"):
-        write_manifest(cfg, mixed, "alpha", tmp_path / "m.json")
-    assert not (tmp_path / "m.json").exists()
-    (tmp_path / "bad.json").write_text(json.dumps({"experts": []}))
+def test_load_ensemble_refuses_a_changed_tokenizer_and_a_non_manifest(tmp_path, expert_dirs):
+    write_json(tmp_path / "stale.json", {"experts": [str(expert_dirs[0])], "weights": [1.0], "combine": "prob",
+                                         "tokenizer": "an older fingerprint"})
+    with pytest.raises(UserError, match="tokenizer changed since the manifest was written"):
+        load_ensemble(tmp_path / "stale.json", device="cpu")
+    write_json(tmp_path / "bad.json", {"experts": []})
     with pytest.raises(UserError, match="not an ensemble manifest"):
         load_ensemble(tmp_path / "bad.json")

@@ -16,7 +16,8 @@ import torch
 
 from ensemw2s import config as config_mod
 from ensemw2s import evaluate
-from ensemw2s.data import DATASETS, make_example
+from ensemw2s.catalog import definition
+from ensemw2s.data import example, examples
 from ensemw2s.ensemble import Ensemble
 from ensemw2s.io import read_jsonl, write_jsonl
 from ensemw2s.models import POINTER, load_tokenizer, prepare_model
@@ -43,9 +44,9 @@ def _prepared(name: str):
 
 
 def _sciq_rows(n: int) -> list[dict]:
-    entry = DATASETS.get("sciq")
+    sciq = definition("sciq")
     rows = read_jsonl(SHARED_DATA / "sciq" / "validation.jsonl")[:n]
-    return [make_example(row, entry.formatter(row), "validation", show_choices=False) for row in rows]
+    return [example(sciq, row, "validation", show_choices=False) for row in rows]
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -98,7 +99,7 @@ def test_gguf_base_beats_chance_on_sciq_through_the_workflows_task(name, tmp_pat
         # acc (multiple choice) is the claim; the generative task runs alongside, one greedy token per row
         "evaluation": {"splits": ["test_id"], "batch_size": 16, "max_new_tokens": 1},
     })
-    rows = DATASETS.get("sciq").examples(cfg.dataset("sciq"), cfg.data_dir)
+    rows = examples(cfg.dataset("sciq"), cfg.data_dir)
     assert len(rows) == N_TEST
     split_dir = tmp_path / "split"
     write_jsonl(split_dir / "test_id.jsonl", rows)

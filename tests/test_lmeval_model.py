@@ -10,7 +10,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from lm_eval.models.huggingface import HFLM
 
-import ensemw2s.ensemble as ensemble_mod
+import ensemw2s.token_cache as token_cache
 from ensemw2s.errors import UserError
 from ensemw2s.evaluate import evaluate, task_name, write_tasks
 from ensemw2s.io import write_json
@@ -116,7 +116,7 @@ def test_token_cache_gives_the_direct_scores_and_is_reused(tmp_path, expert_dirs
     def recompute(*a, **k):
         raise AssertionError("the cache should have been read, not recomputed")
 
-    monkeypatch.setattr(ensemble_mod, "expert_token_logprobs", recompute)
+    monkeypatch.setattr(token_cache, "expert_token_logprobs", recompute)
     assert cached.loglikelihood(reqs) == got
 
 

@@ -44,6 +44,6 @@ def test_prepare_model_writes_a_tiny_model_and_its_record(make_config, tmp_path)
     prepare_model(make_config(), "weak", tmp_path / "models" / "weak")
     assert load_tokenizer(tmp_path / "models" / "weak").eos_token == "</s>"
     record = json.loads(provenance.record_path(tmp_path / "models" / "weak").read_text())
-    assert record["step"] == "prepare_model" and record["config_keys"] == ["datasets", "models.weak", "seeds"]
+    assert record["step"] == "prepare_model" and record["config_keys"] == ["datasets.synthetic.options", "models.weak", "seeds.0"]
     assert record["tokens_processed"] == 0 and record["extra"]["source"] == "tiny"  # pretrain_steps 0
     assert not list((tmp_path / "models").glob(".weak.*"))  # no temporary directory left

@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.registry import get_model
 
-from ensemw2s.ensemble import Ensemble, SeparateExperts, _left_pad, _positions, expert_token_logprobs, load_ensemble
+from ensemw2s.ensemble import Ensemble, SeparateExperts, _left_pad, _positions, load_ensemble
 from ensemw2s.io import write_json
 from ensemw2s.models import load_causal_lm, tokenizer_fingerprint
 from ensemw2s.multilora import LoRAStack, load_lora_stack, shared_base
+from ensemw2s.token_cache import expert_token_logprobs
 from tests.conftest import assert_loglikelihoods_close, output_tolerance
 from tests.test_ensemble import PROMPTS, livened, scoring_requests
 from tests.test_lmeval_model import loglikelihood_args, requests

@@ -42,7 +42,7 @@ def committed_run(tmp_path_factory):
 
 
 def test_generated_blocks_are_written_then_checked(committed_run):
-    from ensemw2s import report
+    from ensemw2s import report, tables
     from ensemw2s.readme import END, readme
 
     readme_md = committed_run / "README.md"
@@ -53,7 +53,7 @@ def test_generated_blocks_are_written_then_checked(committed_run):
     assert readme(readme_md, write=True)
     text = readme_md.read_text()
     report.make("summary", committed_run / "results/fake/metrics.csv", [], committed_run / "summary",
-                caption_note=report.protocol_note(__import__("ensemw2s.config", fromlist=["load"]).load(
+                caption_note=tables.protocol_note(__import__("ensemw2s.config", fromlist=["load"]).load(
                     committed_run / "results/fake/config.yaml")))
     assert (committed_run / "summary.md").read_text() in text  # exactly what `ensemw2s report` writes
     assert "Run `fake`: commit `0123456` (dirty: false), seeds 0, 3 benchmarked jobs, 1,500 s of job time " \

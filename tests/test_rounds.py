@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemw2s import boosting, rounds, training
-from ensemw2s.ensemble import write_manifest
+from ensemw2s import boosting, rounds, steps, training
 from ensemw2s.errors import UserError
 from ensemw2s.io import write_jsonl
+from ensemw2s.manifest import write_manifest
 from ensemw2s.models import load_causal_lm, load_tokenizer
 from ensemw2s.training import answer_token_ids, answer_token_misses
+from tests.conftest import ALL_VARIANTS
 from tests.test_training import qa_rows
 
 TRAINING = {"epochs": 2, "batch_size": 6, "learning_rate": 0.01, "max_length": 64}
@@ -31,7 +32,7 @@ def write_split_dir(root: Path, n_train: int = 12, n_val: int = 6, n_pool: int =
 def cfg(make_config):
     def make(boosting=None, lora=None, **training):
         models = {"weak": {"source": "tiny", "tiny": {}, "lora": lora}, "strong": {"source": "tiny", "tiny": {}}}
-        return make_config(models=models, boosting=boosting or {"rounds": 2},
+        return make_config(models=models, boosting=boosting or {"rounds": 2, "variants": ALL_VARIANTS},
                            training={"expert": {**TRAINING, **training}, "student": TRAINING})
     return make
 
@@ -84,7 +85,9 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], "samme", round=2)
     torch.testing.assert_close(w2["weights"], expected)
     record = json.loads((tmp_path / "boost" / "r2.provenance.json").read_text())
-    assert record["step"] == "train_expert" and record["config_keys"] == ["boosting", "models.weak", "training.expert"]
+    keys = steps.keys(c, "train_expert", weak="weak", variant="boost")
+    assert record["step"] == "train_expert" and record["config_keys"] == sorted(keys)
+    assert record["config_hash"] == steps.identity(c, "train_expert", weak="weak", variant="boost")
     assert set(record["inputs"]) == {str(data / "weak_train.jsonl"), str(data / "val.jsonl"),
                                      str(tiny_model_dir.resolve()), str(r1 / "boosting.json"), str(r1 / "weights.pt")}
     assert record["tokens_processed"] == rec2["tokens_processed"] and record["extra"]["alpha"] == rec2["alpha"]
@@ -148,7 +151,7 @@ def test_a_perfect_fit_keeps_its_expert_and_ends_boosting(cfg, tiny_model_dir, t
     assert rec2["stopped"] and rec2["stop_reason"] == rec["stop_reason"] and rec2["alpha"] is None
     assert rec2["perfect_fit"] is False and not (tmp_path / "r2" / "model").exists()
     # the ensembles of rounds 1 and 2 hold the perfect expert, with its alpha
-    write_manifest(c, [tmp_path / "r1", tmp_path / "r2"], "alpha", tmp_path / "m.json")
+    write_manifest(c, [tmp_path / "r1", tmp_path / "r2"], "boost", tmp_path / "m.json")
     manifest = json.loads((tmp_path / "m.json").read_text())
     assert manifest["experts"] == [str(tmp_path / "r1" / "model")] and manifest["weights"] == [rec["alpha"]]
 
@@ -184,7 +187,7 @@ def test_weights_too_small_for_float32_survive_the_round_trip(tmp_path):
     D, stopped = rounds._previous(prev, 2, "boost", uids, offsets)
     assert stopped is None and D.dtype == torch.float64
     assert D.tolist() == [1e-50, 0.5, 0.5]  # the sum is exactly 1.0 in float64, so normalising changes nothing
-    counts = rounds.VARIANTS.get("boost").multipliers(D, offsets, 2, "resample", torch.Generator().manual_seed(0))
+    counts = boosting.boost_multipliers(D, offsets, 2, "resample", torch.Generator().manual_seed(0))
     assert counts.sum().item() == 3  # n draws, over all three tokens
 
 
@@ -198,7 +201,7 @@ def test_a_non_finite_loss_names_the_step_and_the_round(cfg, tiny_model_dir, tmp
 
 
 def test_bagging_with_lora_saves_an_adapter_and_keeps_uniform_weights(cfg, tiny_model_dir, tmp_path):
-    c = cfg(boosting={"rounds": 2, "variants": ["bagging"]}, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    c = cfg(boosting={"rounds": 2, "variants": {"bagging": {"kind": "bagging"}}}, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
     data = write_split_dir(tmp_path / "data")
     rec, w = run(c, "bagging", 1, data, tiny_model_dir, None, tmp_path / "r1")
     assert rec["alpha"] == 1.0 and rec["alpha_rule"] == "uniform" and not rec["stopped"]
@@ -212,12 +215,12 @@ def test_bagging_with_lora_saves_an_adapter_and_keeps_uniform_weights(cfg, tiny_
 def test_bagging_resamples_examples_by_round_seed():
     offsets = torch.tensor([0, 2, 5, 7])
     gen = lambda: torch.Generator().manual_seed(rounds.round_seed(0, 1))  # noqa: E731
-    m = rounds.VARIANTS.get("bagging").multipliers(None, offsets, 1, "resample", gen())
+    m = boosting.bagging_multipliers(None, offsets, 1, "resample", gen())
     counts = boosting.bootstrap_counts(3, gen())
     # each example's tokens carry its bootstrap count
     assert m.tolist() == [float(counts[0])] * 2 + [float(counts[1])] * 3 + [float(counts[2])] * 2
     assert rounds.round_seed(0, 1) != rounds.round_seed(0, 2) != rounds.round_seed(1, 1)
-    assert rounds.VARIANTS.get("boost").multipliers(None, offsets, 1, "resample", gen()) is None  # round 1: SFT
+    assert boosting.boost_multipliers(None, offsets, 1, "resample", gen()) is None  # round 1: SFT
 
 
 def test_rounds_need_a_matching_prev(cfg, tiny_model_dir, tmp_path):
@@ -237,12 +240,3 @@ def test_rounds_need_a_matching_prev(cfg, tiny_model_dir, tmp_path):
         run(c, "boost", 2, data, tiny_model_dir, prev, tmp_path / "r2")
     with pytest.raises(UserError, match="Did you mean 'boost'"):
         run(c, "boots", 1, data, tiny_model_dir, None, tmp_path / "r1")
-
-
-def test_experts_cannot_read_student_pool_or_gold(tmp_path):
-    data = write_split_dir(tmp_path / "data")
-    with pytest.raises(UserError, match="only by the ceiling"):
-        rounds.read_split(data / "gold", "weak_train")
-    with pytest.raises(UserError, match="experts read only weak_train, val"):
-        rounds.read_split(data, "student_pool")
-    assert len(rounds.read_split(data, "weak_train")) == 12

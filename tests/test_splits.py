@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ensemw2s import cli, splits
-from ensemw2s.config import SPLITS, DifficultySpec
-from ensemw2s.data import DATASETS
+from ensemw2s import catalog, cli, data, splitdir, splits
 from ensemw2s.errors import UserError
 from ensemw2s.io import read_jsonl, sha256_file, sha256_text, write_jsonl
-from ensemw2s.splits import Context, check_no_leak, cross_fit, prepare_data, top_fraction
+from ensemw2s.splitdir import SPLITS
+from ensemw2s.splits import check_no_leak, prepare_data
+from ensemw2s.strategies import cross_fit
 from tests.conftest import SHARED_DATA
+from tests.test_strategies import FakeRater
 
 SMALL = {"weak_train": 60, "val": 20, "test_id": 30, "student_pool": 50, "test_ood": 30}
 
@@ -27,17 +28,6 @@ def synthetic_config(make_config, **entry):
 
 def run_cli(config: Path, dataset: str, out: Path, *extra: str) -> int:
     return cli.main(["prepare-data", "--config", str(config), "--dataset", dataset, "--seed", "0", "--out", str(out), *extra])
-
-
-class FakeRater:
-    """Scores a row by a fixed function of its uid; records what it trained on and what it scored."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, train_rows, score_rows):
-        self.calls.append(({r["uid"] for r in train_rows}, [r["uid"] for r in score_rows]))
-        return [int(r["uid"][:6], 16) / 16**6 for r in score_rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +66,7 @@ def test_the_pool_is_easy_by_default_and_follows_the_knob(make_config, tmp_path)
         out[pool] = read_splits(tmp_path / pool)
         assert json.loads((tmp_path / pool / "manifest.json").read_text())["student_pool"] == pool
         assert json.loads((tmp_path / f"{pool}.provenance.json").read_text())["extra"]["student_pool"] == pool
-    examples = DATASETS.get("synthetic").examples(cfg.dataset("synthetic"), cfg.data_dir)
+    examples = data.examples(cfg.dataset("synthetic"), cfg.data_dir)
     tier = {r["uid"]: r["source"] for r in examples}
     for pool, got in out.items():
         assert {tier[r["uid"]] for r in got["student_pool"]} == {pool}
@@ -91,7 +81,7 @@ def test_student_pool_carries_no_gold_and_gold_is_apart(make_config, tmp_path):
     pool = read_jsonl(tmp_path / "out" / "student_pool.jsonl")
     gold = read_jsonl(tmp_path / "out" / "gold" / "student_pool.jsonl")
     assert all(not {"answer", "gold", "label"} & set(r) for r in pool)
-    assert all(set(r) == set(splits.POOL_FIELDS) for r in pool)
+    assert all(set(r) == set(splitdir.POOL_FIELDS) for r in pool)
     assert [g["uid"] for g in gold] == [r["uid"] for r in pool]
     assert all(set(g) == {"uid", "answer", "gold"} for g in gold)
     assert all(r["choices"][g["gold"]] == g["answer"] for r, g in zip(pool, gold))
@@ -108,7 +98,7 @@ def sciq_like(split: str, i: int) -> dict:
 def test_student_pool_rows_keep_only_the_allow_list(make_config, tmp_path):
     """No field outside POOL_FIELDS survives into student_pool: not SciQ's `support` (it contains the
     answer), nor `difficulty` (here, the length strategy's count of the answer's words), nor any answer
-    field; and the one reader of the pool refuses a file that carries one."""
+    field (test_splitdir.py: the one reader of the pool refuses a file that carries one)."""
     for split in ("train", "validation", "test"):
         write_jsonl(tmp_path / "data" / "sciq" / f"{split}.jsonl", [sciq_like(split, i) for i in range(40)])
     sizes = {"weak_train": 20, "val": 10, "test_id": 10, "student_pool": 15, "test_ood": 20}
@@ -118,16 +108,30 @@ def test_student_pool_rows_keep_only_the_allow_list(make_config, tmp_path):
     pool = read_jsonl(tmp_path / "out" / "student_pool.jsonl")
     assert len(pool) == 15 and all(set(r) == {"uid", "prompt", "choices", "source"} for r in pool)
     assert all({"support", "difficulty", "correct_answer"} <= set(r) for r in read_jsonl(tmp_path / "out" / "test_id.jsonl"))
-    assert splits.read_pool(tmp_path / "out") == pool
-    for field, value in (("support", "the ion 3"), ("difficulty", 2.0), ("answer", "ion 3"), ("distractor1", "atom 3")):
-        write_jsonl(tmp_path / "out" / "student_pool.jsonl", pool[:1] + [{**pool[1], field: value}] + pool[2:])
-        with pytest.raises(UserError, match=rf"row 2: field\(s\) {field} are not in the student_pool allow-list"):
-            splits.read_pool(tmp_path / "out")
-    write_jsonl(tmp_path / "out" / "student_pool.jsonl", [{"uid": "u", "choices": []}])
-    with pytest.raises(UserError, match=r"row 1: missing field\(s\) prompt"):
-        splits.read_pool(tmp_path / "out")
-    with pytest.raises(UserError, match=r"must not read the gold answers.*parent of gold/"):
-        splits.read_pool(tmp_path / "out" / "gold")
+    assert splitdir.read_pool(tmp_path / "out") == pool
+
+
+def test_student_pool_keeps_the_definitions_pool_fields(make_config, tmp_path):
+    """A definition's own allow-list: its fields (here `topic`, and no `source`) are what student_pool keeps,
+    recorded in manifest.json, and what the pool's reader then allows."""
+    rows = [{"q": f"What is thing {i} {'really ' * (i % 4)}made of?", "options": ["wood", "stone"], "key": i % 2,
+             "topic": f"t{i % 3}", "hint": "it floats" if i % 2 == 0 else "it sinks"} for i in range(30)]
+    write_jsonl(tmp_path / "data" / "things" / "all.jsonl", rows)
+    (tmp_path / "things.yaml").write_text(
+        "parts: [{folder: things, source: Things}]\nsplits: [all]\n"
+        "fields: {question: q, choices: {list: options}, answer: {index: key}}\n"
+        "pool_fields: [uid, prompt, choices, topic]\nstrategies: [length]\n"
+        "defaults: {difficulty: {strategy: length}, sizes: {weak_train: 8, val: 3, test_id: 3, student_pool: 1, test_ood: 10}}\n")
+    cfg = make_config(data_dir=str(tmp_path / "data"),
+                      datasets=[{"name": "things", "definition": str(tmp_path / "things.yaml")}])
+    prepare_data(cfg, "things", 0, tmp_path / "out")
+    pool = read_jsonl(tmp_path / "out" / "student_pool.jsonl")
+    assert len(pool) == 1 and set(pool[0]) == {"uid", "prompt", "choices", "topic"}
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["pool_fields"] == ["uid", "prompt", "choices", "topic"]
+    assert splitdir.read_pool(tmp_path / "out") == pool
+    assert all({"hint", "key", "source"} <= set(r) for r in read_jsonl(tmp_path / "out" / "test_ood.jsonl"))
+    record = json.loads((tmp_path / "out.provenance.json").read_text())
+    assert str(tmp_path / "things.yaml") in record["inputs"]  # the definition file is an input of the splits
 
 
 def test_same_inputs_same_bytes_and_the_seed_matters(make_config, tmp_path):
@@ -142,7 +146,8 @@ def test_same_inputs_same_bytes_and_the_seed_matters(make_config, tmp_path):
     assert (tmp_path / "a" / "weak_train.jsonl").read_bytes() != (tmp_path / "c" / "weak_train.jsonl").read_bytes()
     # the provenance record (it carries the time) lies beside the split directory, not in it
     record = json.loads((tmp_path / "a.provenance.json").read_text())
-    assert record["step"] == "prepare_data" and record["config_keys"] == ["datasets"] and record["inputs"] == {}
+    assert record["step"] == "prepare_data" and record["config_keys"] == ["datasets.synthetic"]
+    assert list(record["inputs"]) == [str(catalog.DATASETS.get("synthetic"))]  # generated rows: only the definition
     assert record["extra"]["seed"] == 0 and record["wall_time_s"] > 0
 
 
@@ -151,6 +156,7 @@ def test_manifest_records_the_run_and_hashes_every_file(make_config, tmp_path):
     prepare_data(cfg, "synthetic", 0, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["sizes"] == SMALL and manifest["seed"] == 0 and manifest["strategy"]["strategy"] == "source"
+    assert manifest["pool_fields"] == ["uid", "prompt", "choices", "source"]  # the definition's default
     assert set(manifest["files"]) == {f"{s}.jsonl" for s in SPLITS} | {"gold/student_pool.jsonl"}
     for rel, digest in manifest["files"].items():
         assert sha256_file(tmp_path / "out" / rel) == digest
@@ -191,19 +197,13 @@ def test_length_strategy_calls_the_longest_hard(make_config, tmp_path):
     assert sample["difficulty"] == len(sample["prompt"].split()) + len(sample["answer"].split())
 
 
-def test_top_fraction_keeps_a_question_in_one_tier():
-    rows = [{"uid": u} for u in ("a", "a", "b", "c", "d", "d")]
-    hard = top_fraction(rows, [9, 0, 5, 1, 2, 2], 0.5)  # means: a 4.5, b 5, c 1, d 2
-    assert hard == [True, True, True, False, False, False]
-
-
 def test_model_strategy_never_rates_a_row_with_a_model_that_saw_it(make_config, tmp_path):
     rater = FakeRater()
     cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak", "folds": 4, "hard_fraction": 0.5})
     prepare_data(cfg, "synthetic", 0, tmp_path / "out", rater=rater)
     assert len(rater.calls) == 4
     scored = [u for _, batch in rater.calls for u in batch]
-    assert sorted(scored) == sorted(r["uid"] for r in DATASETS.get("synthetic").examples(cfg.dataset("synthetic"), cfg.data_dir))
+    assert sorted(scored) == sorted(r["uid"] for r in data.examples(cfg.dataset("synthetic"), cfg.data_dir))
     for trained, batch in rater.calls:
         assert not trained & set(batch)
     got = read_splits(tmp_path / "out")
@@ -211,17 +211,6 @@ def test_model_strategy_never_rates_a_row_with_a_model_that_saw_it(make_config, 
         assert all(math.isclose(r["difficulty"], int(r["uid"][:6], 16) / 16**6) for r in got[name])
     assert max(r["difficulty"] for n in ("weak_train", "val", "test_id") for r in got[n]) <= min(
         r["difficulty"] for r in got["test_ood"])
-
-
-def test_cross_fit_folds_hold_whole_questions():
-    rows = [{"uid": u} for u in "aabbcdeeef"]
-    rater = FakeRater()
-    cross_fit(rows, rater, 3, seed=0)
-    for trained, batch in rater.calls:
-        assert not trained & set(batch)
-    assert sorted(u for _, batch in rater.calls for u in batch) == sorted(r["uid"] for r in rows)
-    with pytest.raises(UserError, match="folds=3 but only 2 distinct questions"):
-        cross_fit([{"uid": "a"}, {"uid": "b"}], rater, 3, seed=0)
 
 
 def test_model_strategy_without_a_rater_asks_for_one(make_config, tmp_path):
@@ -232,7 +221,7 @@ def test_model_strategy_without_a_rater_asks_for_one(make_config, tmp_path):
 
 def test_real_model_rater_on_a_tiny_model(make_config, tiny_model_dir):
     cfg = make_config(training={"expert": {"epochs": 1, "batch_size": 8, "max_length": 64, "select_on_val": False}})
-    rows = DATASETS.get("synthetic").examples(cfg.dataset("synthetic"), cfg.data_dir)[:30]
+    rows = data.examples(cfg.dataset("synthetic"), cfg.data_dir)[:30]
     rater = splits.model_rater(cfg, tiny_model_dir, "weak", seed=0)
     sizes = []
 
@@ -254,13 +243,6 @@ def test_leak_check_refuses_a_shared_question():
         check_no_leak({**ok, "weak_train": [{"uid": "a"}, {"uid": "c"}]})
     with pytest.raises(splits.LeakError, match="uid a is in both weak_train and val"):
         check_no_leak({"weak_train": [{"uid": "a"}], "val": [{"uid": "a"}]})
-
-
-def test_source_strategy_context_uses_the_entry_labels():
-    arc = DATASETS.get("arc")
-    ctx = Context(arc, DifficultySpec(strategy="source"), 0, lambda: None)
-    scores, hard = splits.STRATEGIES.get("source")([{"source": "ARC-Easy"}, {"source": "ARC-Challenge"}], ctx)
-    assert hard == [False, True] and scores == [0.0, 1.0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ Dry runs only (seconds); the end-to-end runs are in tests/test_end_to_end.py.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -46,9 +47,8 @@ def test_default_dag_expands_rounds_and_roles(tmp_path):
     assert counts["train_student"] == 5
     assert counts["train_ceiling"] == 1
     assert counts["prepare_model"] == 2
-    assert counts["evaluate_expert"] == 3
-    assert counts["evaluate_ensemble"] == 4  # r >= 2 for both ensembles
-    assert counts["evaluate_base"] == 2
+    # weak and strong base, ceiling, 3 experts, 4 ensembles (r >= 2 of both), 5 students: one rule scores all
+    assert counts["evaluate"] == 2 + 1 + 3 + 4 + 5
     assert counts["table"] == 7 and counts["figure"] == 5
     assert counts["metrics"] == 1 and counts["provenance"] == 1
 
@@ -93,6 +93,39 @@ def test_paper_grid_dry_run_lists_every_job(tmp_path):
     assert counts["train_expert"] == 4 * 3 * 3 * 3 * 5
     # 6 pairs x 3 datasets x 3 seeds x (3 variants x 5 rounds + boost-uniform r2..5)
     assert counts["train_student"] == 6 * 3 * 3 * (15 + 4)
+
+
+def test_parsing_the_paper_grid_imports_no_torch(tmp_path):
+    """The DAG of the paper grid parses with torch and transformers unimportable (stand-ins on PYTHONPATH
+    that raise on import): the config, the registries and the contracts it reads are light modules."""
+    for name in ("torch", "transformers", "peft"):
+        (tmp_path / "blocked" / name).mkdir(parents=True)
+        (tmp_path / "blocked" / name / "__init__.py").write_text(
+            f"raise RuntimeError('{name} imported while the DAG was parsed')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "blocked")}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n", "--cores", "1",
+           "--directory", str(REPO), "--configfile", str(REPO / "config" / "paper.yaml"),
+           "--config", f"results_dir={tmp_path / 'results'}"]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert job_counts(res.stdout)["train_expert"] == 4 * 3 * 3 * 3 * 5
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing, not even the resolved config
+
+
+def test_a_new_variant_is_one_config_entry(tmp_path):
+    """A variant with its own training settings trains its own experts; one that only combines differently
+    (here: equal weights and the vote rule) shares the experts of the first variant that trains like it."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"boosting": {"variants": {
+        "boost": {}, "boost-adaboost": {"alpha": "adaboost"}, "boost-vote": {"combine": "vote"}}}}))
+    counts = dry_run(tmp_path, "--configfile", str(REPO / "config" / "config.yaml"), str(extra))
+    assert counts["train_expert"] == 2 * 3  # boost and boost-adaboost; boost-vote reuses boost's
+    # every variant is an ensemble at r = 1..3, but boost-vote's r = 1 is boost's h_1 alone, made once
+    assert counts["ensemble_manifest"] == 3 + 3 + 2
+    res = snakemake("-n", "-p", "--cores", "1", "--directory", str(REPO), "--config", f"results_dir={tmp_path}",
+                    "--configfile", str(REPO / "config" / "config.yaml"), str(extra))
+    experts = re.findall(r"--experts (.*?) --variant boost-vote ", res.stdout)
+    assert experts and all("/boost/r" in path for line in experts for path in line.split())
 
 
 def test_slurm_profile_dry_run(tmp_path):

@@ -1,6 +1,11 @@
-# Validation, the resolved config every step reads, path patterns, resources and input functions.
-# No science here: which experts form which ensemble comes from ensemw2s.config.Config.
+# Validation, the resolved config every step reads, names, path patterns, resources and input functions.
+# No science here: every name comes from a registry or the config (ensemw2s.config.Config), and every
+# rerun trigger from ensemw2s.steps. Parsing imports only light modules (no torch, no transformers), and
+# writes nothing: the resolved config is written when the workflow starts (onstart).
+import functools
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,10 +13,13 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from ensemw2s import catalog, steps
 from ensemw2s import config as ew_config
-from ensemw2s.config import stable_hash
 from ensemw2s.errors import UserError
-from ensemw2s.report import FIGURES as FIGURE_REGISTRY, TABLES as TABLE_REGISTRY
+from ensemw2s.figures import FIGURES as FIGURE_REGISTRY
+from ensemw2s.scores import ROLES
+from ensemw2s.strategies import STRATEGIES
+from ensemw2s.tables import TABLES as TABLE_REGISTRY
 
 # One schema for the CLI and the workflow (workflow/schemas/config.schema.yaml links to the package's).
 validate(config, "../schemas/config.schema.yaml")
@@ -24,18 +32,15 @@ RUN = str(C.run_dir)
 CFG = f"{RUN}/config.yaml"  # the resolved config every `ensemw2s` call reads
 
 
-def _write_if_changed(path, text):
-    """Keep the resolved config's mtime stable unless its content changes (no spurious reruns)."""
-    p = Path(path)
-    if p.is_file() and p.read_text() == text:
-        return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+onstart:
+    # rewritten only when its content changes, atomically, so a job never reads half a file
+    p, text = Path(CFG), yaml.safe_dump(C.raw, sort_keys=True)
+    if not (p.is_file() and p.read_text() == text):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
 
-
-_write_if_changed(CFG, yaml.safe_dump(C.raw, sort_keys=True))
 
 T = C.boosting.rounds
 ROUNDS = list(range(1, T + 1))
@@ -44,21 +49,26 @@ DATASETS = [d.name for d in C.datasets]
 PAIRS = list(C.pairs)
 WEAK = C.weak_models()
 STRONG = C.strong_models()
-ENSEMBLES = C.ensembles()  # name -> (variant, weighting)
-VARIANTS = list(C.boosting.variants)
-SPLITS = list(C.evaluation.splits)
-TABLES = list(TABLE_REGISTRY.names())
-FIGURES = list(FIGURE_REGISTRY.names())
+VARIANTS = list(C.boosting.variants)  # every variant is an ensemble
+EXPERT_VARIANTS = C.boosting.expert_variants()  # the variants that train experts
+TABLES = TABLE_REGISTRY.names()
+FIGURES = FIGURE_REGISTRY.names()
+
+
+def one_of(names):
+    return "|".join(map(re.escape, names))
+
 
 wildcard_constraints:
     seed=r"\d+",
     r=r"\d+",
-    variant="|".join(["boost", "bagging", "sequence"]),
-    ensemble=r"[a-z]+(-[a-z]+)?",
-    dataset=r"[A-Za-z0-9_]+",
-    weak=r"[A-Za-z0-9._-]+",
-    strong=r"[A-Za-z0-9._-]+",
-    model=r"[A-Za-z0-9._-]+",
+    variant=one_of(EXPERT_VARIANTS),
+    ensemble=one_of(VARIANTS),
+    dataset=one_of(DATASETS),
+    weak=one_of(C.models),
+    strong=one_of(C.models),
+    model=one_of(C.models),
+    role=one_of(ROLES),
 
 
 # --- resources: defaults per step, overridden by config `resources.<step>` --------------------
@@ -85,52 +95,24 @@ def threads(step):
     return {**_RESOURCE_DEFAULTS[step], **C.resources.get(step, {})}["threads"]
 
 
-# Jobs find `ensemw2s` beside the Python running Snakemake, whether or not its environment is activated
-# (`make run` calls .venv/bin/snakemake; job shells only search PATH).
-_BIN = str(Path(sys.executable).parent)
-if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
-
-# Every shell line runs the CLI with the job's thread budget (torch would otherwise take every core).
-ENV = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} HF_HUB_DISABLE_TELEMETRY=1"
-EW = f"{ENV} ensemw2s"
+# Every shell line runs the CLI of the Python running Snakemake (whether or not its environment is
+# activated: job shells only search PATH) with the job's thread budget (torch would take every core).
+EW = (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} HF_HUB_DISABLE_TELEMETRY=1"
+      f" {shlex.quote(sys.executable)} -m ensemw2s")
 
 
-# --- config identities: a job reruns when a key that influences it changes (params trigger) ---
-def h(*parts):
-    return stable_hash([C.raw.get(p) if isinstance(p, str) and p in C.raw else p for p in parts])
+@functools.cache
+def _step_hash(step, labels):
+    return steps.identity(C, step, **dict(labels))
 
 
-def model_hash(name):
-    return stable_hash(C.raw["models"][name])
-
-
-def prepared_model_hash(name):
-    """A tiny model is also built from the first seed and its pretrain dataset's options."""
-    spec = C.model(name)
-    if spec.source != "tiny":
-        return model_hash(name)
-    return stable_hash([C.raw["models"][name], C.seeds[0], C.dataset(spec.tiny.pretrain_dataset).options])
-
-
-def dataset_hash(name):
-    spec = C.dataset(name)
-    parts = [ew_config.as_dict(spec), C.data_dir]
-    if spec.difficulty.strategy == "model":  # the rater is fine-tuned with the expert settings
-        parts.append(C.raw["training"]["expert"])
-    return stable_hash(parts)
-
-
-# evaluation keys that change scores (bootstrap only changes metrics.csv)
-EVAL_KEYS = ("batch_size", "max_new_tokens", "splits", "limit", "device")
-
-
-def eval_hash():
-    return stable_hash({k: C.raw["evaluation"][k] for k in EVAL_KEYS})
+def step_hash(step, **labels):
+    """A job reruns when a config key its step depends on changes (the params trigger)."""
+    return _step_hash(step, tuple(sorted(labels.items())))
 
 
 # --- paths -------------------------------------------------------------------------------------
-def data_dir(dataset, seed):
+def split_dir(dataset, seed):
     return f"{RUN}/data/{dataset}/s{seed}"
 
 
@@ -163,14 +145,18 @@ def ceiling_dir(strong, dataset, seed):
     return f"{RUN}/ceiling/{strong}/{dataset}/s{seed}"
 
 
+def score_file(dataset, seed, role, subject):
+    return f"{RUN}/scores/{dataset}/s{seed}/{role}/{subject}.json"
+
+
 def ensemble_rounds(ensemble):
     """Rounds at which an ensemble is its own object: at r = 1 every ensemble is the single expert h_1,
-    scored and used once (as the `expert` role and the `boost` ensemble)."""
-    return ROUNDS if ensemble in VARIANTS else [r for r in ROUNDS if r > 1]
+    scored and used once (as the `expert` role and the ensemble of the variant that trained it)."""
+    return ROUNDS if C.boosting.variant(ensemble).experts == ensemble else [r for r in ROUNDS if r > 1]
 
 
 def student_ensembles():
-    return [(e, r) for e in ENSEMBLES for r in ensemble_rounds(e)]
+    return [(e, r) for e in VARIANTS for r in ensemble_rounds(e)]
 
 
 def log(path):
@@ -181,20 +167,64 @@ def bench(path):
     return f"{RUN}/benchmarks/{path}.tsv"
 
 
+# --- what a score file scores: role -> (input, evaluate's arguments, labels), from its subject ------
+def _scored_model(w, parts):
+    (model,) = parts
+    side = "weak" if w.role == "weak_base" else "strong"
+    path = f"{RUN}/models/{model}"
+    return path, f"--model {path}", f"{side}_model={model} round=0"
+
+
+def _scored_expert(w, parts):
+    weak, variant, r = parts
+    path = expert_dir(weak, w.dataset, w.seed, variant, r[1:])
+    return path, f"--model {path}", f"weak_model={weak} ensemble={variant} round={r[1:]}"
+
+
+def _scored_ensemble(w, parts):
+    weak, ensemble, r = parts
+    path = manifest(weak, w.dataset, w.seed, ensemble, r[1:])
+    return (path, f"--manifest {path} --cache {RUN}/cache/{w.dataset}/s{w.seed}",
+            f"weak_model={weak} ensemble={ensemble} round={r[1:]}")
+
+
+def _scored_student(w, parts):
+    pair, ensemble, r = parts
+    weak, strong = pair.split("__")
+    path = student_dir(weak, strong, w.dataset, w.seed, ensemble, r[1:])
+    return path, f"--model {path}/model", f"weak_model={weak} strong_model={strong} ensemble={ensemble} round={r[1:]}"
+
+
+def _scored_ceiling(w, parts):
+    (strong,) = parts
+    path = ceiling_dir(strong, w.dataset, w.seed)
+    return path, f"--model {path}/model", f"strong_model={strong} round=0"
+
+
+SCORED = {"weak_base": _scored_model, "strong_base": _scored_model, "expert": _scored_expert,
+          "ensemble": _scored_ensemble, "student": _scored_student, "ceiling": _scored_ceiling}
+if set(SCORED) != set(ROLES):
+    raise WorkflowError(f"workflow/rules/common.smk: SCORED covers {sorted(SCORED)}, the score roles are {sorted(ROLES)}")
+
+
+def scored(w):
+    """(input path, evaluate's arguments, the labels stored with the scores) of score file w.role/w.subject."""
+    return SCORED[w.role](w, w.subject.split("/"))
+
+
 # --- targets -----------------------------------------------------------------------------------
 def score_files():
     out = []
     for ds in DATASETS:
         for s in SEEDS:
-            base = f"{RUN}/scores/{ds}/s{s}"
-            out += [f"{base}/weak_base/{w}.json" for w in WEAK]
-            out += [f"{base}/strong_base/{m}.json" for m in STRONG]
-            out += [f"{base}/ceiling/{m}.json" for m in STRONG]
+            out += [score_file(ds, s, "weak_base", w) for w in WEAK]
+            out += [score_file(ds, s, role, m) for role in ("strong_base", "ceiling") for m in STRONG]
             for w in WEAK:
-                out += [f"{base}/expert/{w}/{v}/r{r}.json" for v in VARIANTS for r in ROUNDS]
-                out += [f"{base}/ensemble/{w}/{e}/r{r}.json" for e in ENSEMBLES for r in ensemble_rounds(e) if r > 1]
+                out += [score_file(ds, s, "expert", f"{w}/{v}/r{r}") for v in EXPERT_VARIANTS for r in ROUNDS]
+                out += [score_file(ds, s, "ensemble", f"{w}/{e}/r{r}") for e in VARIANTS for r in ensemble_rounds(e)
+                        if r > 1]
             for p in PAIRS:
-                out += [f"{base}/student/{p.name}/{e}/r{r}.json" for e, r in student_ensembles()]
+                out += [score_file(ds, s, "student", f"{p.name}/{e}/r{r}") for e, r in student_ensembles()]
     return out
 
 
@@ -205,7 +235,8 @@ def pseudo_meta_files():
 
 
 def expert_dirs():
-    return [expert_dir(w, ds, s, v, r) for ds in DATASETS for s in SEEDS for w in WEAK for v in VARIANTS for r in ROUNDS]
+    return [expert_dir(w, ds, s, v, r) for ds in DATASETS for s in SEEDS for w in WEAK for v in EXPERT_VARIANTS
+            for r in ROUNDS]
 
 
 def report_targets():

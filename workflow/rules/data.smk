@@ -3,16 +3,16 @@
 
 
 def rater_input(wildcards):
-    rater = C.dataset(wildcards.dataset).difficulty.rater
-    strategy = C.dataset(wildcards.dataset).difficulty.strategy
-    return [f"{RUN}/models/{rater}"] if strategy == "model" else []
+    """The prepared rater checkpoint, for a difficulty strategy that needs one."""
+    difficulty = C.dataset(wildcards.dataset).difficulty
+    return [f"{RUN}/models/{difficulty.rater}"] if STRATEGIES.get(difficulty.strategy).needs_rater else []
 
 
 rule prepare_model:
     output:
         directory(f"{RUN}/models/{{model}}"),
     params:
-        h=lambda w: prepared_model_hash(w.model),
+        h=lambda w: step_hash("prepare_model", model=w.model),
     log:
         log("models/{model}"),
     benchmark:
@@ -24,13 +24,19 @@ rule prepare_model:
         f"{EW} prepare-model --config {CFG} --model {{wildcards.model}} --out {{output}} > {{log}} 2>&1"
 
 
+def definition_file(wildcards):
+    """The dataset's definition: splits are made again when it is edited."""
+    return str(catalog.definition(wildcards.dataset, C.dataset(wildcards.dataset).definition).path)
+
+
 rule prepare_data:
     input:
         rater=rater_input,
+        definition=definition_file,
     output:
-        directory(f"{RUN}/data/{{dataset}}/s{{seed}}"),
+        directory(split_dir("{dataset}", "{seed}")),
     params:
-        h=lambda w: dataset_hash(w.dataset),
+        h=lambda w: step_hash("prepare_data", dataset=w.dataset),
         rater=lambda w, input: f"--rater-model {input.rater}" if input.rater else "",
     log:
         log("data/{dataset}_s{seed}"),

@@ -3,7 +3,7 @@
 
 
 def ensemble_experts(wildcards):
-    variant, _ = ENSEMBLES[wildcards.ensemble]
+    variant = C.boosting.variant(wildcards.ensemble).experts
     return [expert_dir(wildcards.weak, wildcards.dataset, wildcards.seed, variant, r) for r in range(1, int(wildcards.r) + 1)]
 
 
@@ -13,27 +13,26 @@ rule ensemble_manifest:
     output:
         manifest("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
     params:
-        weighting=lambda w: ENSEMBLES[w.ensemble][1],
-        h=lambda w: h(C.raw["boosting"]["combine"]),
+        h=lambda w: step_hash("ensemble_manifest", variant=w.ensemble),
     log:
         log("ensembles/{weak}_{dataset}_s{seed}_{ensemble}_r{r}"),
     threads: threads("ensemble_manifest")
     resources:
         **res("ensemble_manifest"),
     shell:
-        f"{EW} ensemble --config {CFG} --experts {{input}} --weighting {{params.weighting}} --out {{output}} > {{log}} 2>&1"
+        f"{EW} ensemble --config {CFG} --experts {{input}} --variant {{wildcards.ensemble}} --out {{output}} > {{log}} 2>&1"
 
 
 rule pseudo_label:
     input:
         manifest=manifest("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
-        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+        data=split_dir("{dataset}", "{seed}"),
     output:
         labels=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
         meta=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}") + ".meta.json",
         **({"val": pseudo_val("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}")} if STUDENT_SELECTS else {}),
     params:
-        h=lambda w: h(C.raw["evaluation"]["max_new_tokens"]),
+        h=lambda w: step_hash("pseudo_label"),
         val=lambda w, output: f"--val-out {output.val}" if STUDENT_SELECTS else "",
     log:
         log("pseudo/{weak}_{dataset}_s{seed}_{ensemble}_r{r}"),

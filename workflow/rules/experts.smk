@@ -10,14 +10,13 @@ def previous_expert(wildcards):
 
 rule train_expert:
     input:
-        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+        data=split_dir("{dataset}", "{seed}"),
         base=f"{RUN}/models/{{weak}}",
         prev=previous_expert,
     output:
         directory(expert_dir("{weak}", "{dataset}", "{seed}", "{variant}", "{r}")),
     params:
-        h=lambda w: h(model_hash(w.weak), C.raw["training"]["expert"], C.raw["boosting"]["token_weighting"],
-                      C.raw["boosting"]["alpha"], C.raw["boosting"]["samme_k"]),
+        h=lambda w: step_hash("train_expert", weak=w.weak, variant=w.variant),
         prev=lambda w, input: f"--prev {input.prev}" if input.prev else "",
     log:
         log("experts/{weak}_{dataset}_s{seed}_{variant}_r{r}"),

@@ -9,7 +9,7 @@ rule metrics:
         report(f"{RUN}/metrics.csv", category="Results", caption="../report/metrics.rst"),
     params:
         boosting=lambda w, input: " ".join(f"{d}/boosting.json" for d in input.experts),
-        h=lambda w: h(C.raw["evaluation"]["bootstrap"]),
+        h=lambda w: step_hash("metrics"),
     log:
         log("report/metrics"),
     threads: threads("report")

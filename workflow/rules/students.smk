@@ -6,12 +6,12 @@ rule train_student:
     input:
         labels=pseudo("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}"),
         **({"val": pseudo_val("{weak}", "{dataset}", "{seed}", "{ensemble}", "{r}")} if STUDENT_SELECTS else {}),
-        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+        data=split_dir("{dataset}", "{seed}"),
         base=f"{RUN}/models/{{strong}}",
     output:
         directory(student_dir("{weak}", "{strong}", "{dataset}", "{seed}", "{ensemble}", "{r}")),
     params:
-        h=lambda w: h(model_hash(w.strong), C.raw["training"]["student"]),
+        h=lambda w: step_hash("train_student", strong=w.strong),
         val=lambda w, input: f"--val-labels {input.val}" if STUDENT_SELECTS else "",
     log:
         log("students/{weak}__{strong}_{dataset}_s{seed}_{ensemble}_r{r}"),
@@ -28,12 +28,12 @@ rule train_student:
 
 rule train_ceiling:
     input:
-        data=f"{RUN}/data/{{dataset}}/s{{seed}}",
+        data=split_dir("{dataset}", "{seed}"),
         base=f"{RUN}/models/{{strong}}",
     output:
         directory(ceiling_dir("{strong}", "{dataset}", "{seed}")),
     params:
-        h=lambda w: h(model_hash(w.strong), C.raw["training"]["student"]),
+        h=lambda w: step_hash("train_student", strong=w.strong),
     log:
         log("ceiling/{strong}_{dataset}_s{seed}"),
     benchmark:

@@ -1,0 +1,59 @@
+"""Each step's config identity, declared once: the config keys its output depends on.
+
+The workflow's rerun trigger (a rule's `params: h`) and the step's provenance record both hash exactly
+these keys with `Config.hash`, so the two cannot drift. Keys are dotted paths into the resolved config
+(`Config.get`): a variant's and a dataset's defaults are filled, so a changed default reruns what it
+changes. Inputs that are files (splits, checkpoints, weights) are Snakemake's business, not listed here.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ensemw2s import catalog
+from ensemw2s.config import Config
+from ensemw2s.strategies import STRATEGIES
+from ensemw2s.variants import ENSEMBLE_SETTINGS, TRAINING_SETTINGS
+
+EVALUATION = tuple(f"evaluation.{k}" for k in ("batch_size", "max_new_tokens", "splits", "limit", "device"))
+
+
+def _prepare_model(cfg: Config, model: str) -> list[str]:
+    spec = cfg.model(model)
+    if spec.source != "tiny":
+        return [f"models.{model}"]
+    # a tiny model is built from the first seed and pretrained on its pretrain dataset's generated text
+    return [f"models.{model}", "seeds.0", f"datasets.{spec.tiny.pretrain_dataset}.options"]
+
+
+def _prepare_data(cfg: Config, dataset: str) -> list[str]:
+    """The resolved dataset entry; data_dir where rows are read from local copies (generated rows and hub
+    rows read none); the rater's model and training. The definition file is a Snakemake input (data.smk)."""
+    spec = cfg.dataset(dataset)
+    local = spec.load_from == "local" and catalog.definition(dataset, spec.definition).parts
+    keys = [f"datasets.{dataset}"] + (["data_dir"] if local else [])
+    if STRATEGIES.get(spec.difficulty.strategy).needs_rater:  # the rater is fine-tuned and scores in batches
+        keys += [f"models.{spec.difficulty.rater}", "training.expert", "evaluation.batch_size"]
+    return keys
+
+
+STEPS: dict[str, Callable[..., list[str]]] = {
+    "prepare_model": _prepare_model,
+    "prepare_data": _prepare_data,
+    "train_expert": lambda cfg, weak, variant: [
+        f"models.{weak}", "training.expert", *(f"boosting.variants.{variant}.{k}" for k in TRAINING_SETTINGS)],
+    "ensemble_manifest": lambda cfg, variant: [f"boosting.variants.{variant}.{k}" for k in ENSEMBLE_SETTINGS],
+    "pseudo_label": lambda cfg: ["evaluation.max_new_tokens", "evaluation.batch_size", "evaluation.device"],
+    "train_student": lambda cfg, strong: [f"models.{strong}", "training.student"],
+    "evaluate": lambda cfg: list(EVALUATION),
+    "metrics": lambda cfg: ["evaluation.bootstrap"],
+}
+
+
+def keys(cfg: Config, step: str, **labels: str) -> list[str]:
+    """The config keys of `step` (labels: the step's model / dataset / variant names)."""
+    return STEPS[step](cfg, **labels)
+
+
+def identity(cfg: Config, step: str, **labels: str) -> str:
+    """The hash of `step`'s keys: the workflow's rerun trigger, and the record's config_hash."""
+    return cfg.hash(*keys(cfg, step, **labels))
