@@ -62,6 +62,22 @@ def _palette(names: Iterable[str], order: list[str]) -> dict[str, tuple]:
     return {name: colors[pick[i % len(pick)]] for i, name in enumerate(slots) if name in names}
 
 
+def _rounds_axes(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """A panel over boosting rounds: its labels, and whole-number rounds on x."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _finish(fig, axes, title: str, y: float = 1.01):
+    """The figure's title above its panels, one legend right of them."""
+    fig.suptitle(title, y=y)
+    fig.tight_layout()
+    _legend(fig, axes)
+    return fig
+
+
 def _legend(fig, axes) -> None:
     """One legend for the whole figure (right of the panels), each label once."""
     handles: dict[str, object] = {}
@@ -121,15 +137,10 @@ def figure_acc_vs_rounds(frame: pd.DataFrame, boosting: list[Path]):
                     ax.axhline(100 * row["value"], color="#C44E52", ls=":", lw=1.2,
                                label=f"strong base {row['strong_model']}, untaught")
             who = "students" if "student" in roles else "experts & ensembles"
-            ax.set_title(f"{ds} / {weak}: {who}\n{SPLIT_LABEL[split]} {SCORE_LABEL[score]}")
-            ax.set_xlabel("round r")
-            ax.set_ylabel(f"{SCORE_LABEL[score]} (%)")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("Accuracy vs boosting round r (expert: h_r alone; ensemble / student: first r experts; "
-                 "bands: 95% CI)", y=1.01)
-    fig.tight_layout()
-    _legend(fig, axes)
-    return fig
+            _rounds_axes(ax, f"{ds} / {weak}: {who}\n{SPLIT_LABEL[split]} {SCORE_LABEL[score]}", "round r",
+                         f"{SCORE_LABEL[score]} (%)")
+    return _finish(fig, axes, "Accuracy vs boosting round r (expert: h_r alone; ensemble / student: first r "
+                              "experts; bands: 95% CI)")
 
 
 @FIGURES.register("pgr")
@@ -173,15 +184,10 @@ def figure_pgr(frame: pd.DataFrame, boosting: list[Path]):
             g = gaps[(gaps["dataset"] == ds) & (gaps["weak_model"] == weak) & (gaps["strong_model"] == strong)
                      & (gaps["score"] == score) & (gaps["eval_split"] == split)]
             gap = f", gap {100 * g['value'].iloc[0]:.1f} pts" if len(g) else ""
-            ax.set_title(f"{ds} / {pair_label(weak, strong)}\n{SPLIT_LABEL[split]} {SCORE_LABEL[score]}{gap}")
-            ax.set_xlabel("round r of the supervising ensemble")
-            ax.set_ylabel("PGR vs weak expert h_1")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("Performance gap recovered (error bars: 95% Fieller CI; dashed: PGR = 1, the ceiling; dotted: the "
-                 "untaught strong base; n/a: gap CI includes 0)", y=1.01)
-    fig.tight_layout()
-    _legend(fig, axes)
-    return fig
+            _rounds_axes(ax, f"{ds} / {pair_label(weak, strong)}\n{SPLIT_LABEL[split]} {SCORE_LABEL[score]}{gap}",
+                         "round r of the supervising ensemble", "PGR vs weak expert h_1")
+    return _finish(fig, axes, "Performance gap recovered (error bars: 95% Fieller CI; dashed: PGR = 1, the ceiling; "
+                              "dotted: the untaught strong base; n/a: gap CI includes 0)")
 
 
 def _difficulty_models(p: pd.DataFrame, best: pd.DataFrame, ds: str, weak: str, strong: str, score: str) -> list[tuple]:
@@ -243,10 +249,7 @@ def figure_acc_by_difficulty(frame: pd.DataFrame, boosting: list[Path]):
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
             ax.set_ylabel(f"{SCORE_LABEL[score]} (%)")
             ax.set_title(f"{ds} / {pair_label(weak, strong)}: {SCORE_LABEL[score]}")
-    fig.suptitle(f"Accuracy by question difficulty (ID = easy, OOD = hard; ensemble {METHOD!r}; 95% CI)", y=1.01)
-    fig.tight_layout()
-    _legend(fig, axes)
-    return fig
+    return _finish(fig, axes, f"Accuracy by question difficulty (ID = easy, OOD = hard; ensemble {METHOD!r}; 95% CI)")
 
 
 def _boosting_frame(frame: pd.DataFrame, boosting: list[Path]) -> pd.DataFrame:
@@ -279,14 +282,8 @@ def _boosting_figure(frame: pd.DataFrame, boosting: list[Path], panels: list[tup
         if metric in reference:
             y, label = reference[metric]
             ax.axhline(y, color="0.4", ls="--", lw=1, label=label)
-        ax.set_xlabel("boosting round t")
-        ax.set_ylabel(symbol)
-        ax.set_title(what)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title + " (bands: 95% CI over seeds)", y=1.02)
-    fig.tight_layout()
-    _legend(fig, axes)
-    return fig
+        _rounds_axes(ax, what, "boosting round t", symbol)
+    return _finish(fig, axes, title + " (bands: 95% CI over seeds)", y=1.02)
 
 
 @FIGURES.register("eps_alpha")
