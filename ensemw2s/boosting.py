@@ -104,8 +104,13 @@ def check_stop(alpha_t: float, eps: float, rule: str, n_missed: int) -> Stop | N
     return None
 
 
-def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: int) -> Tensor:
-    """D_{t+1} = D_t * exp(s * alpha_t * miss_t) / Z_t, s the rule's update_scale, computed in float64.
+def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: int, learning_rate: float = 1.0,
+                   uniform_mix: float = 0.0) -> Tensor:
+    """D_{t+1} = D_t * exp(s * nu * alpha_t * miss_t) / Z_t, s the rule's update_scale, computed in float64;
+    then, with uniform_mix lambda > 0, D_{t+1} <- (1 - lambda) D_{t+1} + lambda / n on the n answer tokens.
+
+    nu (learning_rate) shrinks the update as scikit-learn's AdaBoost does (nu = 1: the plain update);
+    lambda keeps every token's weight at lambda / n at least, so no token drops out of resampling.
 
     float64 because a token never missed shrinks by about 1/((1-eps)K) per samme round: float32 flushes
     it to 0 after 7-8 rounds at K = 50k (it would then never be drawn again); float64 holds ~65 rounds,
@@ -114,8 +119,11 @@ def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: in
     D = D.to(torch.float64)
     _check_finite(D, "the token weights D", round)
     # s * alpha <= 2 log(1e10) + log(K-1) < 60 after clipping: exp cannot overflow
-    new = D * torch.exp(ALPHA_RULES.get(rule).update_scale * alpha_t * miss.to(torch.float64))
+    new = D * torch.exp(ALPHA_RULES.get(rule).update_scale * learning_rate * alpha_t * miss.to(torch.float64))
     new = new / new.sum()  # Z_t
+    if uniform_mix > 0:
+        support = (D > 0).to(torch.float64)
+        new = (1.0 - uniform_mix) * new + uniform_mix * support / support.sum()
     _check_finite(new, "the updated token weights", round)
     if ((new == 0) & (D > 0)).any():
         raise FloatingPointError(
@@ -189,6 +197,12 @@ def bagging_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting:
 def token_misses(miss: Tensor, offsets: Tensor) -> Tensor:
     """Token-level boosting: each token's own miss enters eps."""
     return miss
+
+
+def effective_sample_size(D: Tensor) -> float:
+    """1 / sum D^2 of a normalised D: n when uniform, 1 when all the mass sits on one token."""
+    p = D.to(torch.float64)
+    return float(1.0 / (p * p).sum())
 
 
 def weight_entropy(D: Tensor) -> float:

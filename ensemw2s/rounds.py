@@ -133,10 +133,12 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     }
     if stopped is not None:  # an earlier round stopped boosting: no expert, weights carried over
         record.update({
-            "eps": None, "alpha": None, "n_missed": None, "stopped": True, "stop_reason": stopped,
+            "eps": None, "alpha": None, "alpha_update": None, "n_missed": None, "missed_token_share": None,
+            "stopped": True, "stop_reason": stopped,
             "perfect_fit": False, "missed_mass_after_update": None,
             "weight_entropy": boosting.weight_entropy(D), "weight_top10_share": boosting.top_share(D),
-            "tokens_processed": 0, "wall_time_s": time.perf_counter() - start,
+            "effective_sample_size": boosting.effective_sample_size(D), "tokens_processed": 0,
+            "wall_time_s": time.perf_counter() - start,
         })
         _save(out, None, None, uids, offsets, D, record)
         _record(cfg, out, weak, inputs, record, None)
@@ -160,16 +162,19 @@ def train_expert(cfg: Config, weak: str, dataset: str, seed: int, variant: str, 
     if kind.boosted:
         alpha = boosting.alpha(bspec.alpha, eps, K)
         stop = boosting.check_stop(alpha, eps, bspec.alpha, n_missed)
-        D_next = D if stop else boosting.update_weights(D, miss, alpha, bspec.alpha, round)
+        D_next = D if stop else boosting.update_weights(D, miss, alpha, bspec.alpha, round, bspec.learning_rate,
+                                                        bspec.uniform_mix)
     else:  # bagging: every expert weighs the same, whatever it misses
         alpha, stop, D_next = 1.0, None, D
     kept = stop is None or stop.keeps_expert
     record.update({
-        "eps": eps, "alpha": alpha, "n_missed": n_missed, "stopped": not kept,
+        "eps": eps, "alpha": alpha, "alpha_update": bspec.learning_rate * alpha if kind.boosted and not stop else 0.0,
+        "n_missed": n_missed, "missed_token_share": n_missed / int(offsets[-1]), "stopped": not kept,
         "stop_reason": f"round {round}: {stop.reason}" if stop else None,
         "perfect_fit": kind.boosted and n_missed == 0,
         "missed_mass_after_update": float((D_next * miss.to(torch.float64)).sum()),
         "weight_entropy": boosting.weight_entropy(D_next), "weight_top10_share": boosting.top_share(D_next),
+        "effective_sample_size": boosting.effective_sample_size(D_next),
         "tokens_processed": fit_stats["tokens_processed"] + count_tokens(tokenizer, rows, spec.max_length),
         "wall_time_s": time.perf_counter() - start,
     })

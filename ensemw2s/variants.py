@@ -17,7 +17,7 @@ from ensemw2s.registry import Registry
 METHOD = "boost"  # the EnsemW2S variant (token-level AdaBoost weights): the paper's claims are about it
 
 # the settings that decide how experts are trained (they identify the experts) and how they are combined
-TRAINING_SETTINGS = ("kind", "token_weighting", "alpha", "samme_k")
+TRAINING_SETTINGS = ("kind", "token_weighting", "alpha", "samme_k", "learning_rate", "uniform_mix")
 ENSEMBLE_SETTINGS = ("combine", "ensemble_weights")
 ENSEMBLE_WEIGHTS = ("alpha", "uniform")  # alpha_t / sum(alpha), or 1/T
 
@@ -49,6 +49,8 @@ class Variant:
     token_weighting: str
     alpha: str
     samme_k: int | None
+    learning_rate: float  # nu: the update uses nu * alpha (the ensemble weight stays alpha)
+    uniform_mix: float  # lambda: D <- (1 - lambda) D + lambda / n after each update
     combine: str
     ensemble_weights: str
     experts: str  # the variant whose experts this one combines (itself, or an earlier one with equal training)
@@ -75,5 +77,6 @@ def resolve(boosting: dict) -> dict[str, Variant]:
         training = tuple(settings.get(k) for k in TRAINING_SETTINGS)
         experts = by_training.setdefault(training, name)
         out[name] = Variant(name=name, experts=experts, samme_k=settings.get("samme_k"),
-                            **{k: settings[k] for k in ("kind", "token_weighting", "alpha", "combine", "ensemble_weights")})
+                            **{k: settings[k] for k in ("kind", "token_weighting", "alpha", "learning_rate",
+                                                        "uniform_mix", "combine", "ensemble_weights")})
     return out

@@ -229,3 +229,31 @@ def test_weight_summaries():
     # top ceil(0.7) = 1 token holds 0.375; entropy = -(5 * 0.05 log 0.05 + 2 * 0.375 log 0.375)
     assert boosting.top_share(D2) == pytest.approx(0.375)
     assert boosting.weight_entropy(D2) == pytest.approx(-(5 * 0.05 * math.log(0.05) + 2 * 0.375 * math.log(0.375)))
+
+
+def test_shrinkage_scales_the_update_not_the_ensemble_weight():
+    """nu = 0.5 on alpha = ln 3: a missed token is multiplied by sqrt(3) instead of 3 (hand-worked)."""
+    D, miss = torch.full((4,), 0.25, dtype=torch.float64), torch.tensor([True, False, False, False])
+    full = boosting.update_weights(D, miss, math.log(3), "samme", round=1)
+    half = boosting.update_weights(D, miss, math.log(3), "samme", round=1, learning_rate=0.5)
+    assert full.tolist() == pytest.approx([3 / 6, 1 / 6, 1 / 6, 1 / 6], abs=1e-15)
+    r3 = math.sqrt(3)
+    assert half.tolist() == pytest.approx([r3 / (r3 + 3), 1 / (r3 + 3), 1 / (r3 + 3), 1 / (r3 + 3)], abs=1e-15)
+    assert torch.equal(boosting.update_weights(D, miss, math.log(3), "samme", 1, learning_rate=1.0), full)
+
+
+def test_uniform_mix_keeps_a_floor_on_every_answer_token():
+    """lambda = 0.5 after the update: (1 - 0.5) [3/6, 1/6, 1/6, 1/6, 0] + 0.5 / 4 on the 4 answer tokens;
+    a zero weight (prompt, padding) stays zero."""
+    D = torch.tensor([0.25, 0.25, 0.25, 0.25, 0.0], dtype=torch.float64)
+    miss = torch.tensor([True, False, False, False, False])
+    mixed = boosting.update_weights(D, miss, math.log(3), "samme", round=1, uniform_mix=0.5)
+    assert mixed.tolist() == pytest.approx([0.25 + 0.125, 1 / 12 + 0.125, 1 / 12 + 0.125, 1 / 12 + 0.125, 0.0],
+                                           abs=1e-15)
+    assert mixed.sum().item() == pytest.approx(1.0, abs=1e-15)
+
+
+def test_effective_sample_size():
+    assert boosting.effective_sample_size(torch.full((4,), 0.25, dtype=torch.float64)) == pytest.approx(4.0)
+    skewed = torch.tensor([0.7, 0.1, 0.1, 0.1], dtype=torch.float64)
+    assert boosting.effective_sample_size(skewed) == pytest.approx(1 / (0.49 + 3 * 0.01))

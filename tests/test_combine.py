@@ -16,6 +16,7 @@ from ensemw2s.combine import (
 )
 from ensemw2s.errors import UserError
 from ensemw2s.kinds import COMBINERS
+from tests.conftest import float32_tolerance
 
 P1, P2 = [0.7, 0.2, 0.1], [0.1, 0.6, 0.3]
 
@@ -133,3 +134,20 @@ def test_registry_names_the_module_combiners():
     assert COMBINERS.get("prob") is combine.PROB and COMBINERS.get("vote") is combine.VOTE
     assert COMBINERS.get("logprob") is combine.LOGPROB
     assert combine.LOGPROB.from_cache is None  # its normaliser needs the whole vocabulary
+
+
+@pytest.mark.parametrize("rule", ["prob", "logprob", "vote"])
+def test_an_ensemble_of_copies_of_one_expert_is_that_expert(rule):
+    """Negative control: T = 3 copies of one expert under unequal weights combine to that expert's own
+    distribution (prob, logprob; vote keeps prob's) and pick its tokens, token for token."""
+    torch.manual_seed(0)
+    one = torch.log_softmax(torch.randn(5, 7), dim=-1)  # (positions, V)
+    lp = one.expand(3, 5, 7)  # (T, positions, V)
+    w = normalised_weights([2.0, 0.5, 1.5])
+    c = COMBINERS.get(rule)
+    combined = c.combine(lp, w)
+    # float32 chains: a weighted sum over T = 3 experts, logprob's normaliser over V = 7 tokens, an exp and
+    # a log, on values of magnitude max |lp|
+    ops = 3 + 7 + 2
+    torch.testing.assert_close(combined, one, rtol=0, atol=float32_tolerance(float(one.abs().max()), ops))
+    assert torch.equal(c.choose(lp, w, combined), one.argmax(-1))

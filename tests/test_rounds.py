@@ -75,6 +75,9 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     assert w1["weights"][miss1].sum().item() > rec1["eps"]
     assert w1["weights"][miss1].sum().item() == pytest.approx(1 - 1 / K, abs=1e-12)
     assert rec1["missed_mass_after_update"] == pytest.approx(1 - 1 / K, abs=1e-12)
+    assert rec1["alpha_update"] == rec1["alpha"]  # learning_rate 1: the plain update
+    assert rec1["missed_token_share"] == rec1["n_missed"] / n
+    assert rec1["effective_sample_size"] == pytest.approx(float(1 / (w1["weights"] ** 2).sum()), rel=1e-12)
     assert not (tmp_path / "boost" / "r1.ckpt").exists()  # trainer checkpoints removed on success
 
     rec2, w2 = run(c, "boost", 2, data, tiny_model_dir, r1, r2)
@@ -189,6 +192,21 @@ def test_weights_too_small_for_float32_survive_the_round_trip(tmp_path):
     assert D.tolist() == [1e-50, 0.5, 0.5]  # the sum is exactly 1.0 in float64, so normalising changes nothing
     counts = boosting.boost_multipliers(D, offsets, 2, "resample", torch.Generator().manual_seed(0))
     assert counts.sum().item() == 3  # n draws, over all three tokens
+
+
+def test_a_variants_learning_rate_and_uniform_mix_reach_its_update(cfg, tiny_model_dir, tmp_path):
+    c = cfg(boosting={"rounds": 2, "variants": {"boost-nu": {"learning_rate": 0.5, "uniform_mix": 0.2}}}, epochs=1)
+    data = write_split_dir(tmp_path / "data")
+    rec, w = run(c, "boost-nu", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    tok = load_tokenizer(tiny_model_dir)
+    rows = [json.loads(line) for line in (data / "weak_train.jsonl").read_text().splitlines()]
+    miss = torch.cat(answer_token_misses(load_causal_lm(tmp_path / "r1" / "model"), tok, rows, 6, 64))
+    n = len(miss)
+    want = boosting.update_weights(torch.full((n,), 1 / n, dtype=torch.float64), miss, rec["alpha"], "samme", 1,
+                                   learning_rate=0.5, uniform_mix=0.2)
+    torch.testing.assert_close(w["weights"], want, rtol=0, atol=1e-15)
+    assert rec["alpha_update"] == 0.5 * rec["alpha"]
+    assert w["weights"].min().item() >= 0.2 / n * (1 - 1e-12)  # the floor lambda / n
 
 
 def test_a_non_finite_loss_names_the_step_and_the_round(cfg, tiny_model_dir, tmp_path, monkeypatch):

@@ -30,9 +30,13 @@ def test_settings_override_the_boosting_defaults_and_the_kinds(make_config):
 
 def test_experts_are_shared_only_when_every_training_setting_agrees(make_config):
     b = make_config(boosting={"rounds": 2, "variants": {
-        "boost": {}, "boost-logprob": {"combine": "logprob"}, "boost-reweight": {"token_weighting": "reweight"}}}).boosting
+        "boost": {}, "boost-logprob": {"combine": "logprob"}, "boost-reweight": {"token_weighting": "reweight"},
+        "boost-nu0.25": {"learning_rate": 0.25}, "boost-mix": {"uniform_mix": 0.1}}}).boosting
     assert b.variant("boost-logprob").experts == "boost"  # combine is not a training setting
     assert b.variant("boost-reweight").experts == "boost-reweight"
+    assert (b.variant("boost").learning_rate, b.variant("boost").uniform_mix) == (1.0, 0.0)  # the plain update
+    assert b.variant("boost-nu0.25").learning_rate == 0.25 and b.variant("boost-nu0.25").experts == "boost-nu0.25"
+    assert b.variant("boost-mix").uniform_mix == 0.1 and b.variant("boost-mix").experts == "boost-mix"
 
 
 @pytest.mark.parametrize("entry, key, hint", [
