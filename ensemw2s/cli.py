@@ -42,10 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
     sp.add_argument("--out", required=True, type=Path, help="output directory")
     sp.add_argument("--rater-model", type=Path, default=None, help="difficulty 'model': prepared rater checkpoint")
+    sp.add_argument("--fetched", type=Path, default=None, help="load_from hub: the local copy of `ensemw2s fetch`")
+
+    sp = step("fetch", "Download a `source: hub` model or a `load_from: hub` dataset at a commit (needs internet).")
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="a `source: hub` model entry, at its revision")
+    what.add_argument("--dataset", help="a `load_from: hub` dataset, at its default branch's commit")
+    sp.add_argument("--out", required=True, type=Path)
 
     sp = step("prepare-model", "Materialise a model entry as a local checkpoint (tiny: build + pretrain; gguf: convert).")
     sp.add_argument("--model", required=True)
     sp.add_argument("--out", required=True, type=Path)
+    sp.add_argument("--fetched", type=Path, default=None, help="hub models: the local copy of `ensemw2s fetch`")
 
     sp = step("train-expert", "Train boosting round R's weak expert and write its eps/alpha and next token weights.")
     sp.add_argument("--weak", required=True)
@@ -81,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--val-labels", type=Path, default=None,
                     help="a student with select_on_val: the supervisor's val answers (pseudo-label --val-out), "
                          "never val.jsonl's gold; the ceiling selects on gold val without it")
+    sp.add_argument("--processes", type=int, default=1,
+                    help="train on this many GPUs of one node: N > 1 reruns this command under torchrun (DDP)")
     sp.add_argument("--out", required=True, type=Path)
 
     sp = step("evaluate", "Score one model or ensemble on the eval splits with lm-eval (acc, acc_norm, exact_match).")
@@ -112,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--readme", type=Path, default=Path("README.md"))
     sp.add_argument("--write", action="store_true", help="rewrite the blocks instead of checking them")
 
+    sp = step("plan", "Print the config's cost before launch: jobs, tokens and GPU-hours per step (ensemw2s/plan.py).")
+    sp.add_argument("--throughput", type=Path, default=None,
+                    help="a throughput table laid out as ensemw2s/throughput.yaml (default: that file)")
+    sp.add_argument("--markdown", action="store_true", help="print a Markdown table")
+
     sp = step("provenance", "Write the run's provenance.json (commit, config hash, versions, seeds, step times).")
     sp.add_argument("--records", nargs="*", default=[], type=Path, help="per-step provenance records")
     sp.add_argument("--out", required=True, type=Path)
@@ -139,11 +154,18 @@ def _dispatch(args: argparse.Namespace) -> None:
         from ensemw2s.splits import prepare_data
 
         seed = cfg.seeds[0] if args.seed is None else args.seed
-        prepare_data(cfg, args.dataset, seed, args.out, rater_model=args.rater_model)
+        prepare_data(cfg, args.dataset, seed, args.out, rater_model=args.rater_model, fetched=args.fetched)
+    elif s == "fetch":
+        from ensemw2s.fetch import fetch_dataset, fetch_model
+
+        if args.model is not None:
+            fetch_model(cfg, args.model, args.out)
+        else:
+            fetch_dataset(cfg, args.dataset, args.out)
     elif s == "prepare-model":
         from ensemw2s.models import prepare_model
 
-        prepare_model(cfg, args.model, args.out)
+        prepare_model(cfg, args.model, args.out, fetched=args.fetched)
     elif s == "train-expert":
         from ensemw2s.rounds import train_expert
 
@@ -176,12 +198,23 @@ def _dispatch(args: argparse.Namespace) -> None:
         from ensemw2s.tables import protocol_note
 
         make(args.name, args.metrics, args.boosting, args.out, caption_note=protocol_note(cfg))
+    elif s == "plan":
+        from ensemw2s.plan import run
+
+        print(run(cfg, args.throughput, markdown=args.markdown))
     elif s == "provenance":
         from ensemw2s.provenance import write_run_provenance
 
         write_run_provenance(cfg, args.records, args.out)
     else:  # argparse's choices make this unreachable
         raise AssertionError(s)
+
+
+def _torchrun(n: int, argv: list[str]) -> None:
+    """Replace this process by torchrun running the same command as n processes on this node; each sees
+    LOCAL_RANK, so none relaunches. exec, not a child: a SLURM signal reaches torchrun, which stops them."""
+    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              f"--nproc_per_node={n}", "-m", "ensemw2s", *argv])
 
 
 def _lm_eval(argv: list[str]) -> int:
@@ -200,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [LM_EVAL]:
         return _lm_eval(argv[1:])
     args = _parser().parse_args(argv)
+    if getattr(args, "processes", 1) > 1 and "LOCAL_RANK" not in os.environ:
+        _torchrun(args.processes, argv)
     # job logs hold the step's own lines (a bad input: just the error), not progress bars of weight loading
     # and dataset mapping; read when huggingface_hub / datasets are imported (lazily, in _dispatch)
     for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):

@@ -127,6 +127,7 @@ class TrainingSpec:
     precision: str
     save_steps: int
     select_on_val: bool
+    fsdp: str | None = None  # Trainer's `fsdp` option under a multi-process launch (untested here)
 
 
 @dataclass(frozen=True)

@@ -68,10 +68,16 @@ def _field(row: dict, path: str) -> Any:
     return value
 
 
-def examples(spec: DatasetSpec, data_dir: str) -> list[dict[str, Any]]:
-    """All rows of the dataset as examples, in load order."""
+def examples(spec: DatasetSpec, data_dir: str, fetched: str | Path | None = None) -> list[dict[str, Any]]:
+    """All rows of the dataset as examples, in load order; `fetched`: the run's copy of a hub dataset
+    (`ensemw2s fetch --dataset`), read in place of the hub."""
     d = definition(spec.name, spec.definition)
-    load = _generated if d.generator else LOADERS[spec.load_from]
+    if d.generator:
+        load = _generated
+    elif spec.load_from == "hub":
+        load = functools.partial(_load_hub, fetched=fetched)
+    else:
+        load = _load_local
     required = d.fields.required()
     out = []
     for raw in load(d, spec, data_dir):
@@ -182,7 +188,7 @@ def _split_where(label: str, split: str, index: int) -> str:
     return f"{label} split {split} row {index}"
 
 
-def _load_hub(d: Definition, spec: DatasetSpec, data_dir: str) -> Iterator[RawRow]:
+def _load_hub(d: Definition, spec: DatasetSpec, data_dir: str, fetched: str | Path | None = None) -> Iterator[RawRow]:
     if d.hub is None:
         raise UserError(f"dataset {d.name!r}: its definition ({d.path}) names no hub id; set load_from: local, "
                         f"or add `hub:` to the definition")
@@ -191,7 +197,7 @@ def _load_hub(d: Definition, spec: DatasetSpec, data_dir: str) -> Iterator[RawRo
     for part in d.parts:
         label = d.hub + (f" ({part.hub_config})" if part.hub_config else "")
         try:
-            loaded = datasets.load_dataset(d.hub, part.hub_config)
+            loaded = datasets.load_dataset(str(fetched) if fetched is not None else d.hub, part.hub_config)
         except OSError as exc:  # ConnectionError offline, DatasetNotFoundError, ...
             raise UserError(
                 f"dataset {d.name!r}: cannot load {label} from the Hugging Face hub ({type(exc).__name__}); "
@@ -209,4 +215,3 @@ def _generated(d: Definition, spec: DatasetSpec, data_dir: str) -> Iterator[RawR
         yield RawRow(row, None, functools.partial(_split_where, d.name, "generated", i))
 
 
-LOADERS = {"local": _load_local, "hub": _load_hub}

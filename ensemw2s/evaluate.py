@@ -138,6 +138,13 @@ def _lm(model: Path | None, manifest: Path | None, cache: Path | None) -> LMSpec
     return LMSpec("ensemw2s", args, [Path(manifest), *experts], len(experts), experts[0])
 
 
+def scoring_dtype(cfg: Config, labels: dict[str, Any]) -> str:
+    """The scored model's `models[].dtype`, the dtype it was trained in: the strong entry for the strong
+    base, the ceiling and students, else the weak one; float32 where --meta names no model."""
+    name = labels["strong_model"] if labels["role"] in ("strong_base", "ceiling", "student") else labels["weak_model"]
+    return cfg.model(name).dtype if name else "float32"
+
+
 def _tokens_processed(samples: dict[str, list[dict]], tokenizer, members: int) -> int:
     """Estimate of tokens run through the model(s): every (context, continuation) pair scored and every
     prompt plus its generation, times the number of member models (an ensemble runs each expert)."""
@@ -192,6 +199,9 @@ def evaluate(cfg: Config, dataset: str, data: Path, model: Path | None, manifest
             return score
         model = Path(model) / "model"
     spec = _lm(model, manifest, cache)
+    dtype = scoring_dtype(cfg, labels)
+    if dtype != "float32":  # float32: the lm's default, left out of the recorded arguments
+        spec.args["dtype"] = dtype
     tasks_dir = write_tasks(cfg, dataset, data)  # bad data fails here, before any model is loaded
 
     from lm_eval.api.registry import get_model

@@ -1,9 +1,10 @@
 """Model loading in one place: hub id | local path | GGUF file or package | tiny config; LoRA; tokenizer checks.
 
 A *prepared* model directory (`ensemw2s prepare-model`) is either a full checkpoint (tiny, gguf: weights
-are written there once) or holds `ensemw2s_model.json`, a pointer to a hub id or path (hub models are
-not copied). `load_causal_lm` accepts a prepared directory, a checkpoint, a LoRA adapter directory
-(its base is loaded first) or a hub id.
+are written there once) or holds `ensemw2s_model.json`, a pointer to a path, to the copy of a hub model
+that `ensemw2s fetch` downloaded (the workflow's way: jobs read it offline) or, without one, to the hub id.
+`load_causal_lm` accepts a prepared directory, a checkpoint, a LoRA adapter directory (its base is loaded
+first) or a hub id.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from ensemw2s import provenance, steps
 from ensemw2s.config import Config, ModelSpec, TinySpec
 from ensemw2s.errors import UserError
+from ensemw2s.fetch import fetched_commit
 from ensemw2s.io import atomic_dir, write_json
 
 POINTER = "ensemw2s_model.json"
@@ -296,11 +298,15 @@ def _prepare_gguf(spec: ModelSpec, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_model(cfg: Config, name: str, out: Path) -> None:
-    """Materialise model entry `name` at `out` (atomically): the directory every later step loads."""
+def prepare_model(cfg: Config, name: str, out: Path, fetched: Path | None = None) -> None:
+    """Materialise model entry `name` at `out` (atomically): the directory every later step loads.
+    `fetched`: a hub model's local copy (`ensemw2s fetch`), loaded in place of the hub id."""
     start = time.perf_counter()
     spec = cfg.model(name)
     tokens = None
+    if fetched is not None and spec.source != "hub":
+        raise UserError(f"models.{name}: --fetched is for `source: hub` models; this one is {spec.source!r}")
+    commit = None if fetched is None else fetched_commit(fetched)
     with atomic_dir(out) as tmp:
         if spec.source == "tiny":
             tokens = _prepare_tiny(cfg, spec, tmp)
@@ -309,7 +315,9 @@ def prepare_model(cfg: Config, name: str, out: Path) -> None:
         else:
             if spec.source == "path" and not Path(spec.id).exists():
                 raise UserError(f"models.{name}.id: local checkpoint {spec.id} does not exist")
-            write_json(tmp / POINTER, {"load": spec.id, "revision": spec.revision, "tokenizer": spec.tokenizer})
+            # a fetched copy is loaded as it is (no revision to ask for); the commit it holds is recorded below
+            pointer = {"load": spec.id, "revision": spec.revision} if fetched is None else {"load": str(fetched)}
+            write_json(tmp / POINTER, {**pointer, "tokenizer": spec.tokenizer})
             load_tokenizer(tmp)  # fail here, not three steps later, if the hub or path is unusable
         for scratch in ("_pretrain", "_gguf"):
             if (tmp / scratch).exists():
@@ -319,5 +327,6 @@ def prepare_model(cfg: Config, name: str, out: Path) -> None:
     inputs += [spec.id] if spec.source == "path" else []
     provenance.record(out, cfg, steps.keys(cfg, "prepare_model", model=name), inputs, {
         "step": "prepare_model", "model": name, "source": spec.source, "id": spec.id, "revision": spec.revision,
+        "commit": commit,
         "gguf_package": spec.gguf_package, "wall_time_s": time.perf_counter() - start, "tokens_processed": tokens,
     })

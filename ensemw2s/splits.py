@@ -141,7 +141,7 @@ def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
 
 
 def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_model: str | Path | None = None,
-                 rater: Rater | None = None) -> None:
+                 rater: Rater | None = None, fetched: str | Path | None = None) -> None:
     """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
 
     rater_model: the prepared checkpoint of the config's difficulty.rater, for a strategy that needs a
@@ -161,7 +161,7 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
                             f"pass --rater-model (the prepare-model output of models.{spec.difficulty.rater})")
         return model_rater(cfg, rater_model, spec.difficulty.rater, seed)
 
-    examples = subsample(data.examples(spec, cfg.data_dir), spec.subsample, seed)
+    examples = subsample(data.examples(spec, cfg.data_dir, fetched), spec.subsample, seed)
     rows = rate_examples(examples, Context(definition.hard_sources, spec.difficulty, seed, make_rater))
     index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset, spec.student_pool)
     splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
@@ -188,6 +188,7 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
     if spec.load_from == "local":  # local copies; generated and hub rows have no files here
         inputs += [Path(cfg.data_dir) / part.folder for part in definition.parts]
     inputs += [rater_model] if rater_model is not None else []
+    inputs += [fetched] if fetched is not None else []
     provenance.record(out, cfg, steps.keys(cfg, "prepare_data", dataset=dataset), inputs, {
         "step": "prepare_data", "dataset": dataset, "seed": seed, "load_from": spec.load_from,
         "student_pool": spec.student_pool,

@@ -37,6 +37,8 @@ def _prepare_data(cfg: Config, dataset: str) -> list[str]:
 
 
 STEPS: dict[str, Callable[..., list[str]]] = {
+    "fetch_model": lambda cfg, model: [f"models.{model}.id", f"models.{model}.revision"],  # what is downloaded
+    "fetch_dataset": lambda cfg, dataset: [f"datasets.{dataset}.name", f"datasets.{dataset}.definition"],
     "prepare_model": _prepare_model,
     "prepare_data": _prepare_data,
     "train_expert": lambda cfg, weak, variant: [
@@ -47,6 +49,25 @@ STEPS: dict[str, Callable[..., list[str]]] = {
     "evaluate": lambda cfg: list(EVALUATION),
     "metrics": lambda cfg: ["evaluation.bootstrap"],
 }
+
+
+# Each step's default resources (SLURM's sbatch gets them through the executor plugin; the plan counts
+# GPU-hours with them), overridden per step by the config's `resources.<step>`.
+RESOURCES = {
+    "prepare_model": dict(gpu=0, mem_mb=16000, runtime=120, cpus_per_gpu=4, threads=1),
+    "prepare_data": dict(gpu=1, mem_mb=16000, runtime=240, cpus_per_gpu=4, threads=1),
+    "train_expert": dict(gpu=1, mem_mb=32000, runtime=480, cpus_per_gpu=8, threads=1),
+    "ensemble_manifest": dict(gpu=0, mem_mb=4000, runtime=10, cpus_per_gpu=1, threads=1),
+    "pseudo_label": dict(gpu=1, mem_mb=32000, runtime=240, cpus_per_gpu=8, threads=1),
+    "train_student": dict(gpu=1, mem_mb=64000, runtime=720, cpus_per_gpu=8, threads=1),
+    "evaluate": dict(gpu=1, mem_mb=32000, runtime=240, cpus_per_gpu=8, threads=1),
+    "report": dict(gpu=0, mem_mb=4000, runtime=30, cpus_per_gpu=1, threads=1),
+}
+
+
+def resources(cfg: Config, step: str) -> dict[str, int]:
+    """The step's resources: its defaults, then the config's `resources.<step>` over them."""
+    return {**RESOURCES[step], **cfg.resources.get(step, {})}
 
 
 def keys(cfg: Config, step: str, **labels: str) -> list[str]:

@@ -22,7 +22,7 @@ from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
 from ensemw2s.splitdir import GOLD_DIR, GOLD_FILE, read_gold, read_pool, read_split, refuse_gold
-from ensemw2s.training import FIT_STATS, fit, read_fit_stats
+from ensemw2s.training import FIT_STATS, fit, is_main_process, read_fit_stats
 
 
 def answer_pool(pool: list[dict], answers: list[dict], source: str, complete: bool) -> list[dict]:
@@ -123,6 +123,8 @@ def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: s
         model = fit(model, tokenizer, rows, spec, seed, ckpt, val_rows=val)
     except UserError as exc:  # e.g. a non-finite loss: name the step
         raise UserError(f"train-student ({role} {strong}, seed {seed}): {exc}") from None
+    if not is_main_process():  # under torchrun, process 0 writes the outputs
+        return
     fit_stats = read_fit_stats(ckpt)
     summary = {"role": role, "n_rows": len(rows), "seed": seed, "tokens_processed": fit_stats["tokens_processed"],
                "selected_on": None if selected_on is None else str(selected_on),

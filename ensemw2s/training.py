@@ -253,6 +253,25 @@ def _resume_point(out_dir: Path, key: str) -> str | None:
     return last
 
 
+def world_size() -> int:
+    """Processes training together: torchrun's WORLD_SIZE (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Process 0 of a torchrun launch (or the only process): the one that writes outputs."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _per_device_batch(spec: TrainingSpec) -> int:
+    """batch_size is the global batch, split over the processes, so N GPUs train what one would."""
+    n = world_size()
+    if spec.batch_size % n:
+        raise UserError(f"training batch_size {spec.batch_size} does not split over {n} processes; "
+                        f"set batch_size to a multiple of resources.train_student.gpu ({n})")
+    return spec.batch_size // n
+
+
 def _warmup_steps(spec: TrainingSpec, n_rows: int) -> int:
     """warmup_ratio as steps, with Trainer's count of optimizer steps."""
     per_epoch = max(math.ceil(math.ceil(n_rows / spec.batch_size) / spec.grad_accum), 1)
@@ -272,6 +291,7 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
     out_dir = Path(out_dir)
     if spec.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("training precision fp16 needs a CUDA GPU; use precision fp32 or bf16 on CPU")
+    per_device = _per_device_batch(spec)
     train = _items(tokenizer, rows, spec.max_length, token_weights)
     val = _items(tokenizer, val_rows, spec.max_length, None) if val_rows else None
     select = spec.select_on_val and val is not None
@@ -279,15 +299,11 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
         "spec": as_dict(spec), "seed": seed, "rows": [(r["prompt"], r["answer"]) for r in train],
         "weights": [w.tolist() for w in token_weights] if token_weights is not None else None, "val": val,
     })
-    resume = _resume_point(out_dir, key)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / FIT_KEY, {"key": key})
-
     args = TrainingArguments(
         output_dir=str(out_dir),
         num_train_epochs=spec.epochs,
-        per_device_train_batch_size=spec.batch_size,
-        per_device_eval_batch_size=spec.batch_size,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
         gradient_accumulation_steps=spec.grad_accum,
         learning_rate=spec.learning_rate,
         weight_decay=spec.weight_decay,
@@ -313,7 +329,13 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        fsdp=(spec.fsdp or "") if world_size() > 1 else "",  # untested here (no GPUs): docs/architecture.md
     )
+    with args.main_process_first(local=False, desc="resume point"):  # one process tidies checkpoints
+        resume = _resume_point(out_dir, key)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if args.process_index == 0:
+            write_json(out_dir / FIT_KEY, {"key": key})
     trainer = _WeightedTrainer(
         model=model,
         args=args,
@@ -332,6 +354,8 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
         raise UserError(f"val loss is {val_losses[bad[0] - 1]} after epoch {bad[0]}; lower training.learning_rate "
                         f"or use precision fp32/bf16 instead of fp16")
     val_tokens = count_tokens(tokenizer, val_rows, spec.max_length) if val else 0
+    if not trainer.is_world_process_zero():
+        return trainer.model
     write_json(out_dir / FIT_STATS, {
         "tokens_processed": int(state.num_input_tokens_seen) + len(val_losses) * val_tokens,
         "global_step": state.global_step,

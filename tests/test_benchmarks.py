@@ -67,3 +67,29 @@ def test_table_renders_one_row_per_result_with_its_verdict(tmp_path):
         "| cpu-demo | train y | 0.900 | >= 0.95 | **no** | 0.5 |",
         "| cpu-demo | memory z | 1.500 |  | - | 0.5 |",
     ]
+
+
+def test_gpu_check_refuses_without_cuda_and_runs_on_cpu_at_tiny_shapes(tmp_path, monkeypatch):
+    """benchmarks/gpu_check.py: the real-shape configs build (tiny dims here), --device cuda without a GPU
+    exits 2 naming the CPU smoke test, and `--device cpu --quick` writes the ratios and the plan's rates."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.refuse_without_cuda(gpu_check.parse([]).device)  # the default device is cuda
+    assert stop.value.code == 2
+    assert type(gpu_check.build("qwen2.5-0.5b", quick=True, seed=0)).__name__ == "Qwen2ForCausalLM"
+    assert gpu_check.QWEN["vocab_size"] == 151936 and gpu_check.SHAPES["smollm2-135m"][1]["num_hidden_layers"] == 30
+
+    out = tmp_path / "gpu-check.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--dtype",
+                           "fp32", "--quick", "--json", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert set(data) == {"machine", "results", "throughput"} and MACHINE_KEYS <= set(data["machine"])
+    assert len(data["results"]) == 2 * len(gpu_check.SHAPES)  # decode and score ratios per model
+    assert all(math.isfinite(r["ratio"]) and r["ratio"] > 0 for r in data["results"])
+    for rates in data["throughput"].values():  # laid out as ensemw2s/throughput.yaml's entries
+        assert {"train", "score", "decode"} <= set(rates) and all(rates[k] > 0 for k in ("train", "score", "decode"))
+        assert rates["source"].startswith("measured: benchmarks/gpu_check.py")

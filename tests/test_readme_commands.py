@@ -43,6 +43,9 @@ ELSEWHERE = {
         ("tests.test_workflow", "test_paper_grid_dry_run_lists_every_job", ('"paper.yaml"',))],
     ("unlock",): [("tests.test_end_to_end", "test_a_killed_run_resumes_to_a_byte_identical_metrics_csv",
                    ('"--unlock"', '"--rerun-incomplete"'))],
+    ("benchmark", "benchmarks/gpu_check.py"): [
+        ("tests.test_benchmarks", "test_gpu_check_refuses_without_cuda_and_runs_on_cpu_at_tiny_shapes",
+         ('"gpu_check.py"', '"--device", "cpu"'))],
     ("step", cli.LM_EVAL): [("tests.test_lmeval_model", "test_lm_eval_command_writes_the_suites_scores",
                              ('"lm-eval"', '"--include_path"'))],
 }
@@ -99,6 +102,8 @@ def check_of(command: str) -> tuple:
         return ("make", *args)
     if program in ("snakemake", ".venv/bin/snakemake"):
         return _snakemake_check(args)
+    if program in ("python", ".venv/bin/python") and args[:1] == ["benchmarks/gpu_check.py"]:
+        return ("benchmark", args[0])  # needs a GPU: its CPU smoke test is in ELSEWHERE
     if (program in ("python", ".venv/bin/python") and args[:2] == ["-m", "venv"]) or (
             program in ("pip", ".venv/bin/pip") and args[:1] == ["install"]) or (
             program == "mamba" and args[:2] == ["env", "create"]) or (program == "conda" and args[:1] == ["activate"]):

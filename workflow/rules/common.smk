@@ -72,33 +72,28 @@ wildcard_constraints:
 
 
 # --- resources: defaults per step, overridden by config `resources.<step>` --------------------
-_RESOURCE_DEFAULTS = {
-    "prepare_model": dict(gpu=0, mem_mb=16000, runtime=120, cpus_per_gpu=4, threads=1),
-    "prepare_data": dict(gpu=1, mem_mb=16000, runtime=240, cpus_per_gpu=4, threads=1),
-    "train_expert": dict(gpu=1, mem_mb=32000, runtime=480, cpus_per_gpu=8, threads=1),
-    "ensemble_manifest": dict(gpu=0, mem_mb=4000, runtime=10, cpus_per_gpu=1, threads=1),
-    "pseudo_label": dict(gpu=1, mem_mb=32000, runtime=240, cpus_per_gpu=8, threads=1),
-    "train_student": dict(gpu=1, mem_mb=64000, runtime=720, cpus_per_gpu=8, threads=1),
-    "evaluate": dict(gpu=1, mem_mb=32000, runtime=240, cpus_per_gpu=8, threads=1),
-    "report": dict(gpu=0, mem_mb=4000, runtime=30, cpus_per_gpu=1, threads=1),
-}
 
 
 def res(step):
-    """Resources of a step: threads is separate in Snakemake, the rest go to `resources:`."""
-    merged = {**_RESOURCE_DEFAULTS[step], **C.resources.get(step, {})}
+    """Resources of a step (ensemw2s.steps.resources): threads is separate in Snakemake, the rest go to
+    `resources:`."""
+    merged = steps.resources(C, step)
     merged.pop("threads")
     return merged
 
 
 def threads(step):
-    return {**_RESOURCE_DEFAULTS[step], **C.resources.get(step, {})}["threads"]
+    return steps.resources(C, step)["threads"]
 
 
 # Every shell line runs the CLI of the Python running Snakemake (whether or not its environment is
 # activated: job shells only search PATH) with the job's thread budget (torch would take every core).
-EW = (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} HF_HUB_DISABLE_TELEMETRY=1"
-      f" {shlex.quote(sys.executable)} -m ensemw2s")
+# Jobs do not reach the hub (HF_HUB_OFFLINE=1): hub models and datasets are read from the copies that
+# fetch_model / fetch_dataset downloaded on the submitting node, so compute nodes need no internet.
+# EW_ONLINE (the hub on) is for those two local rules only (data.smk).
+EW_ONLINE = (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} HF_HUB_DISABLE_TELEMETRY=1"
+             f" {shlex.quote(sys.executable)} -m ensemw2s")
+EW = f"HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 {EW_ONLINE}"
 
 
 @functools.cache
@@ -112,6 +107,16 @@ def step_hash(step, **labels):
 
 
 # --- paths -------------------------------------------------------------------------------------
+def fetched_model(model):
+    """The run's copy of a `source: hub` model (fetch_model), read by every job in place of the hub."""
+    return f"{RUN}/hub/models/{model}"
+
+
+def fetched_dataset(dataset):
+    """The run's copy of a `load_from: hub` dataset (fetch_dataset), read by prepare_data."""
+    return f"{RUN}/hub/datasets/{dataset}"
+
+
 def split_dir(dataset, seed):
     return f"{RUN}/data/{dataset}/s{seed}"
 

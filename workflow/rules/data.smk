@@ -1,5 +1,38 @@
-# Models are materialised once (tiny: built + pretrained; gguf: converted; hub/path: a pointer),
-# and each dataset is split once per seed.
+# Hub models are downloaded once, on the submitting node; models are materialised once (tiny: built +
+# pretrained; gguf: converted; hub: a pointer to the fetched copy; path: a pointer), and each dataset is
+# split once per seed.
+
+
+localrules:
+    fetch_model,
+    fetch_dataset,
+
+
+rule fetch_model:
+    output:
+        directory(fetched_model("{model}")),
+    params:
+        h=lambda w: step_hash("fetch_model", model=w.model),
+    log:
+        log("hub/models/{model}"),
+    shell:
+        f"{EW_ONLINE} fetch --config {CFG} --model {{wildcards.model}} --out {{output}} > {{log}} 2>&1"
+
+
+rule fetch_dataset:
+    output:
+        directory(fetched_dataset("{dataset}")),
+    params:
+        h=lambda w: step_hash("fetch_dataset", dataset=w.dataset),
+    log:
+        log("hub/datasets/{dataset}"),
+    shell:
+        f"{EW_ONLINE} fetch --config {CFG} --dataset {{wildcards.dataset}} --out {{output}} > {{log}} 2>&1"
+
+
+def fetched_input(wildcards):
+    """A hub model's fetched copy (none for tiny, gguf and path models)."""
+    return [fetched_model(wildcards.model)] if C.model(wildcards.model).source == "hub" else []
 
 
 def rater_input(wildcards):
@@ -9,10 +42,13 @@ def rater_input(wildcards):
 
 
 rule prepare_model:
+    input:
+        fetched=fetched_input,
     output:
         directory(f"{RUN}/models/{{model}}"),
     params:
         h=lambda w: step_hash("prepare_model", model=w.model),
+        fetched=lambda w, input: f"--fetched {input.fetched}" if input.fetched else "",
     log:
         log("models/{model}"),
     benchmark:
@@ -21,7 +57,8 @@ rule prepare_model:
     resources:
         **res("prepare_model"),
     shell:
-        f"{EW} prepare-model --config {CFG} --model {{wildcards.model}} --out {{output}} > {{log}} 2>&1"
+        f"{EW} prepare-model --config {CFG} --model {{wildcards.model}} {{params.fetched}} --out {{output}}"
+        f" > {{log}} 2>&1"
 
 
 def definition_file(wildcards):
@@ -29,15 +66,24 @@ def definition_file(wildcards):
     return str(catalog.definition(wildcards.dataset, C.dataset(wildcards.dataset).definition).path)
 
 
+def fetched_data(wildcards):
+    """A `load_from: hub` dataset's fetched copy (none for local and generated rows)."""
+    spec = C.dataset(wildcards.dataset)
+    hub = spec.load_from == "hub" and not catalog.definition(wildcards.dataset, spec.definition).generator
+    return [fetched_dataset(wildcards.dataset)] if hub else []
+
+
 rule prepare_data:
     input:
         rater=rater_input,
         definition=definition_file,
+        fetched=fetched_data,
     output:
         directory(split_dir("{dataset}", "{seed}")),
     params:
         h=lambda w: step_hash("prepare_data", dataset=w.dataset),
         rater=lambda w, input: f"--rater-model {input.rater}" if input.rater else "",
+        fetched=lambda w, input: f"--fetched {input.fetched}" if input.fetched else "",
     log:
         log("data/{dataset}_s{seed}"),
     benchmark:
@@ -47,4 +93,4 @@ rule prepare_data:
         **res("prepare_data"),
     shell:
         f"{EW} prepare-data --config {CFG} --dataset {{wildcards.dataset}} --seed {{wildcards.seed}}"
-        f" {{params.rater}} --out {{output}} > {{log}} 2>&1"
+        f" {{params.rater}} {{params.fetched}} --out {{output}} > {{log}} 2>&1"

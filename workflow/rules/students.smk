@@ -1,5 +1,8 @@
 # Students learn from the ensemble of the first r experts, and select their epoch on its val answers;
 # the ceiling learns from student_pool's gold answers and selects on gold val.
+# With resources.train_student.gpu N > 1 the CLI trains on N processes (torchrun, Trainer's DDP).
+STUDENT_GPUS = res("train_student")["gpu"]
+PROCESSES = f" --processes {STUDENT_GPUS}" if STUDENT_GPUS > 1 else ""
 
 
 rule train_student:
@@ -21,7 +24,7 @@ rule train_student:
     resources:
         **res("train_student"),
     shell:
-        f"{EW} train-student --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
+        f"{EW} train-student{PROCESSES} --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
         f" --data {{input.data}} --base {{input.base}} --labels {{input.labels}}"
         f" {{params.val}} --out {{output}} > {{log}} 2>&1"
 
@@ -42,5 +45,5 @@ rule train_ceiling:
     resources:
         **res("train_student"),
     shell:
-        f"{EW} train-student --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
+        f"{EW} train-student{PROCESSES} --config {CFG} --strong {{wildcards.strong}} --seed {{wildcards.seed}}"
         f" --data {{input.data}} --base {{input.base}} --gold --out {{output}} > {{log}} 2>&1"
