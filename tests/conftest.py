@@ -15,7 +15,7 @@ import torch
 
 from ensemw2s import config as config_mod
 from ensemw2s.config import TinySpec
-from ensemw2s.models import build_tiny_model, train_tokenizer
+from ensemw2s.models import build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -205,3 +205,32 @@ def config_file(tmp_path):
         return path
 
     return write
+
+
+# experts with peaked, varied distributions: shared by the ensemble, token-cache and lm-eval tests
+def livened(src: Path, dst: Path, seed: int) -> Path:
+    """A copy of a tiny checkpoint with large random weights: peaked, varied next-token distributions.
+
+    The fixtures' default initialisation gives near-uniform distributions that repeat one token; these
+    copies make greedy decoding and is_greedy informative.
+    """
+    model = load_causal_lm(src)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3, generator=g)
+    model.save_pretrained(dst)
+    load_tokenizer(src).save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def expert_dirs(tiny_model_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lively")
+    return [livened(d, root / f"e{i}", seed=i) for i, d in enumerate(tiny_model_dirs)]
+
+
+@pytest.fixture(scope="module")
+def experts(expert_dirs):
+    return [load_causal_lm(d) for d in expert_dirs]

@@ -1,5 +1,4 @@
 """ensemble.py: the identities of METHOD.md, batched and cached decoding == one token at a time, load_ensemble."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +8,8 @@ from ensemw2s.ensemble import Ensemble, Generation, load_ensemble
 from ensemw2s.errors import UserError
 from ensemw2s.io import write_json
 from ensemw2s.manifest import write_manifest
-from ensemw2s.models import build_tiny_model, load_causal_lm, load_tokenizer, train_tokenizer
-from tests.conftest import TINY, TOKENIZER_TEXTS, assert_loglikelihoods_close, loglikelihood_tolerance
+from ensemw2s.models import build_tiny_model, load_causal_lm, train_tokenizer
+from tests.conftest import TINY, TOKENIZER_TEXTS, assert_loglikelihoods_close, livened, loglikelihood_tolerance
 
 PROMPTS = [
     "Question: What color is the zorblat? Answer:",
@@ -21,34 +20,6 @@ PROMPTS = [
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def livened(src: Path, dst: Path, seed: int) -> Path:
-    """A copy of a tiny checkpoint with large random weights: peaked, varied next-token distributions.
-
-    The fixtures' default initialisation gives near-uniform distributions that repeat one token; these
-    copies make greedy decoding and is_greedy informative.
-    """
-    model = load_causal_lm(src)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3, generator=g)
-    model.save_pretrained(dst)
-    load_tokenizer(src).save_pretrained(dst)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def expert_dirs(tiny_model_dirs, tmp_path_factory):
-    root = tmp_path_factory.mktemp("lively")
-    return [livened(d, root / f"e{i}", seed=i) for i, d in enumerate(tiny_model_dirs)]
-
-
-@pytest.fixture(scope="module")
-def experts(expert_dirs):
-    return [load_causal_lm(d) for d in expert_dirs]
 
 
 @pytest.fixture(scope="module")

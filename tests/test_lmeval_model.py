@@ -16,8 +16,7 @@ from ensemw2s.evaluate import evaluate, task_name, write_tasks
 from ensemw2s.io import write_json
 from ensemw2s.lmeval_model import EnsembleLM
 from ensemw2s.models import load_tokenizer, tokenizer_fingerprint
-from tests.conftest import assert_loglikelihoods_close
-from tests.test_ensemble import livened
+from tests.conftest import assert_loglikelihoods_close, livened
 from tests.test_evaluate import SPLITS, make_cfg, write_split_dir
 from tests.test_readme_commands import ENSEMW2S
 

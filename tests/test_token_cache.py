@@ -7,7 +7,6 @@ import torch
 import ensemw2s.token_cache as token_cache
 from ensemw2s.ensemble import Ensemble
 from ensemw2s.errors import UserError
-from ensemw2s.models import load_causal_lm
 from ensemw2s.token_cache import (
     TokenCache,
     cached_expert_scores,
@@ -17,20 +16,9 @@ from ensemw2s.token_cache import (
     requests_fingerprint,
 )
 from tests.conftest import assert_loglikelihoods_close
-from tests.test_ensemble import livened, scoring_requests
+from tests.test_ensemble import scoring_requests
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def expert_dirs(tiny_model_dirs, tmp_path_factory):
-    root = tmp_path_factory.mktemp("lively")
-    return [livened(d, root / f"e{i}", seed=i) for i, d in enumerate(tiny_model_dirs)]
-
-
-@pytest.fixture(scope="module")
-def experts(expert_dirs):
-    return [load_causal_lm(d) for d in expert_dirs]
 
 
 # ---------------------------------------------------------------------------------------------
