@@ -114,6 +114,13 @@ class BoostingSpec:
         """The variants that train experts (the others combine an earlier variant's)."""
         return [v.name for v in self.variants.values() if v.experts == v.name]
 
+    def ensemble_rounds(self, name: str) -> list[int]:
+        """Rounds at which variant `name`'s ensemble is its own object: at r = 1 every ensemble is the single
+        expert h_1, scored and used once (as the `expert` role and the ensemble of the variant that trained
+        it). The workflow's targets and the cost plan both count these."""
+        rounds = list(range(1, self.rounds + 1))
+        return rounds if self.variant(name).experts == name else rounds[1:]
+
 
 @dataclass(frozen=True)
 class TrainingSpec:

@@ -61,17 +61,11 @@ def gpus(cfg: Config, step: str) -> int:
     return steps.resources(cfg, step)["gpu"] if step in steps.RESOURCES else 0
 
 
-def ensemble_rounds(cfg: Config, ensemble: str) -> list[int]:
-    """As common.smk: at r = 1 an ensemble of another variant's experts is that variant's h_1."""
-    rounds = list(range(1, cfg.boosting.rounds + 1))
-    return rounds if cfg.boosting.variant(ensemble).experts == ensemble else rounds[1:]
-
-
 def jobs(cfg: Config, table: dict) -> list[Job]:
     """Every job of the config's DAG, with the tokens it processes."""
     ex, st, ev = cfg.expert_training, cfg.student_training, cfg.evaluation
     rounds = list(range(1, cfg.boosting.rounds + 1))
-    ensembles = [(e, r) for e in cfg.boosting.variants for r in ensemble_rounds(cfg, e)]
+    ensembles = [(e, r) for e in cfg.boosting.variants for r in cfg.boosting.ensemble_rounds(e)]
     out: list[Job] = []
     raters = {d.difficulty.rater for d in cfg.datasets if STRATEGIES.get(d.difficulty.strategy).needs_rater}
     models = set(cfg.weak_models()) | set(cfg.strong_models()) | raters

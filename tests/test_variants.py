@@ -65,3 +65,9 @@ def test_every_kind_names_importable_functions():
     for name in KINDS:
         kind = KINDS.get(name)
         assert callable(load_target(kind.multipliers)) and callable(load_target(kind.misses)), name
+
+
+def test_an_ensemble_of_another_variants_experts_starts_at_round_two(make_config):
+    b = make_config(boosting={"rounds": 3}).boosting
+    assert b.ensemble_rounds("boost") == [1, 2, 3]
+    assert b.ensemble_rounds("boost-uniform") == [2, 3]  # its r = 1 is boost's h_1, made once

@@ -154,14 +154,8 @@ def score_file(dataset, seed, role, subject):
     return f"{RUN}/scores/{dataset}/s{seed}/{role}/{subject}.json"
 
 
-def ensemble_rounds(ensemble):
-    """Rounds at which an ensemble is its own object: at r = 1 every ensemble is the single expert h_1,
-    scored and used once (as the `expert` role and the ensemble of the variant that trained it)."""
-    return ROUNDS if C.boosting.variant(ensemble).experts == ensemble else [r for r in ROUNDS if r > 1]
-
-
 def student_ensembles():
-    return [(e, r) for e in VARIANTS for r in ensemble_rounds(e)]
+    return [(e, r) for e in VARIANTS for r in C.boosting.ensemble_rounds(e)]
 
 
 def log(path):
@@ -226,7 +220,7 @@ def score_files():
             out += [score_file(ds, s, role, m) for role in ("strong_base", "ceiling") for m in STRONG]
             for w in WEAK:
                 out += [score_file(ds, s, "expert", f"{w}/{v}/r{r}") for v in EXPERT_VARIANTS for r in ROUNDS]
-                out += [score_file(ds, s, "ensemble", f"{w}/{e}/r{r}") for e in VARIANTS for r in ensemble_rounds(e)
+                out += [score_file(ds, s, "ensemble", f"{w}/{e}/r{r}") for e in VARIANTS for r in C.boosting.ensemble_rounds(e)
                         if r > 1]
             for p in PAIRS:
                 out += [score_file(ds, s, "student", f"{p.name}/{e}/r{r}") for e, r in student_ensembles()]
