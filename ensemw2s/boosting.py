@@ -8,13 +8,12 @@ No I/O here: rounds.py reads and writes, training.py turns weights into loss mul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ensemw2s.kinds import ALPHA_RULES, TOKEN_WEIGHTINGS
+from ensemw2s.kinds import TOKEN_WEIGHTINGS
 
 EPS_MIN = 1e-10
 EPS_MAX = 1.0 - 1e-10
@@ -53,33 +52,39 @@ def weighted_error(D: Tensor, miss: Tensor, round: int) -> float:
     return float(eps.clamp(EPS_MIN, EPS_MAX))
 
 
-@dataclass(frozen=True)
-class AlphaRule:
-    alpha: Callable[[float, int], float]  # (eps, K) -> the expert's weight in the ensemble
-    update_scale: float  # D_{t+1} = D_t exp(update_scale * alpha * miss) / Z (METHOD.md step 6)
+def reference_error(prior: str | int, vocab_size: int, base_error: float | None) -> float | None:
+    """e_ref, the error the SAMME prior term is measured against: 1 - 1/K (K = |V| for `vocab`, or the
+    integer given), the weak base's own teacher-forced token error (`base_error`), or None (`none`)."""
+    if prior == "none":
+        return None
+    if prior == "base_error":
+        if base_error is None:
+            raise ValueError("prior base_error needs the weak base's measured token error on weak_train")
+        return min(max(float(base_error), EPS_MIN), EPS_MAX)
+    k = vocab_size if prior == "vocab" else prior
+    if not isinstance(k, int) or k < 2:
+        raise ValueError(f"prior {prior!r}: K must be an integer >= 2 (or vocab, base_error, none), got K={k}")
+    return 1.0 - 1.0 / k
 
 
-def samme_alpha(eps: float, k: int) -> float:
-    """log((1-eps)/eps) + log(K-1): the paper's prior term log(1/(1-e) - 1) at chance e = 1 - 1/K."""
-    if k < 2:
-        raise ValueError(f"samme alpha needs K >= 2 classes, got K={k}")
-    return math.log((1.0 - eps) / eps) + math.log(k - 1)
+def prior_term(prior: str | int, vocab_size: int, base_error: float | None = None) -> float:
+    """log(e_ref / (1 - e_ref)): the paper's prior term log(1/(1-e) - 1), 0 under `none`.
+
+    At e_ref = 1 - 1/K it is log(K-1), computed as such: (1 - 1/K) / (1/K) is not K - 1 in floating point,
+    and the default (K = |V|) must stay bit-identical to SAMME's log(K-1).
+    """
+    e_ref = reference_error(prior, vocab_size, base_error)
+    if e_ref is None:
+        return 0.0
+    if prior == "base_error":
+        return math.log(e_ref / (1.0 - e_ref))
+    return math.log((vocab_size if prior == "vocab" else prior) - 1)
 
 
-def adaboost_alpha(eps: float, k: int) -> float:
-    """0.5 log((1-eps)/eps): binary AdaBoost, as in the authors' early code (K unused)."""
-    return 0.5 * math.log((1.0 - eps) / eps)
-
-
-# samme: a miss is multiplied by (1-eps)/eps (K-1), leaving (K-1)/K of the mass on the misses.
-# adaboost: binary AdaBoost's exp(-alpha y h) is exp(2 alpha miss) up to Z; the misses then hold exactly 1/2.
-# the alpha rules (config: boosting.alpha), named in ensemw2s/kinds.py
-SAMME = AlphaRule(samme_alpha, update_scale=1.0)
-ADABOOST = AlphaRule(adaboost_alpha, update_scale=2.0)
-
-
-def alpha(rule: str, eps: float, k: int) -> float:
-    return ALPHA_RULES.get(rule).alpha(eps, k)
+def alpha(eps: float, prior: float) -> float:
+    """alpha_t = log((1-eps)/eps) + prior term (SAMME); with prior 0 it is binary AdaBoost's 2 alpha, so the
+    update exp(alpha miss) and the normalised ensemble weights are binary AdaBoost's exactly."""
+    return math.log((1.0 - eps) / eps) + prior
 
 
 class Stop(NamedTuple):
@@ -87,7 +92,7 @@ class Stop(NamedTuple):
     keeps_expert: bool  # a perfect fit's expert is kept (with its alpha); a chance-level one is not
 
 
-def check_stop(alpha_t: float, eps: float, rule: str, n_missed: int) -> Stop | None:
+def check_stop(alpha_t: float, eps: float, prior: str | int, n_missed: int) -> Stop | None:
     """None while boosting goes on; else why it stops after this round and whether its expert is kept.
 
     alpha <= 0 (up to rounding): the expert is no better than chance and is dropped. No missed token: the
@@ -96,7 +101,7 @@ def check_stop(alpha_t: float, eps: float, rule: str, n_missed: int) -> Stop | N
     """
     if alpha_t <= ALPHA_TOL:
         return Stop(f"alpha = {alpha_t:.6g} <= 0 at weighted error eps = {eps:.6g}: the expert is no better "
-                    f"than chance under alpha rule {rule!r}", keeps_expert=False)
+                    f"than chance under prior {prior!r}", keeps_expert=False)
     if n_missed == 0:
         return Stop(f"perfect_fit: no answer token missed (eps taken as {eps:.6g}, half the smallest token "
                     f"weight; alpha = {alpha_t:.6g}): the weights cannot change, so boosting ends with this "
@@ -104,9 +109,11 @@ def check_stop(alpha_t: float, eps: float, rule: str, n_missed: int) -> Stop | N
     return None
 
 
-def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: int, learning_rate: float = 1.0,
+def update_weights(D: Tensor, miss: Tensor, alpha_t: float, round: int, learning_rate: float = 1.0,
                    uniform_mix: float = 0.0) -> Tensor:
-    """D_{t+1} = D_t * exp(s * nu * alpha_t * miss_t) / Z_t, s the rule's update_scale, computed in float64;
+    """D_{t+1} = D_t * exp(nu * alpha_t * miss_t) / Z_t, computed in float64 (miss in [0, 1]: 0/1 for a
+    hard miss, 1 - p(gold) for a soft one); then, with uniform_mix lambda > 0,
+    D_{t+1} <- (1 - lambda) D_{t+1} + lambda / n on the n answer tokens.
     then, with uniform_mix lambda > 0, D_{t+1} <- (1 - lambda) D_{t+1} + lambda / n on the n answer tokens.
 
     nu (learning_rate) shrinks the update as scikit-learn's AdaBoost does (nu = 1: the plain update);
@@ -118,8 +125,8 @@ def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: in
     """
     D = D.to(torch.float64)
     _check_finite(D, "the token weights D", round)
-    # s * alpha <= 2 log(1e10) + log(K-1) < 60 after clipping: exp cannot overflow
-    new = D * torch.exp(ALPHA_RULES.get(rule).update_scale * learning_rate * alpha_t * miss.to(torch.float64))
+    # alpha <= log(1e10) + prior < 60 after clipping (prior <= log(1e10) too): exp cannot overflow
+    new = D * torch.exp(learning_rate * alpha_t * miss.to(torch.float64))
     new = new / new.sum()  # Z_t
     if uniform_mix > 0:
         support = (D > 0).to(torch.float64)
@@ -127,8 +134,8 @@ def update_weights(D: Tensor, miss: Tensor, alpha_t: float, rule: str, round: in
     _check_finite(new, "the updated token weights", round)
     if ((new == 0) & (D > 0)).any():
         raise FloatingPointError(
-            f"boosting round {round}: a token weight underflowed to 0 in float64 under alpha rule {rule!r}; "
-            f"use fewer boosting.rounds, or a milder rule (boosting.alpha: adaboost, or a smaller boosting.samme_k)"
+            f"boosting round {round}: a token weight underflowed to 0 in float64; use fewer boosting.rounds, "
+            f"a smaller prior (a variant's prior: none, base_error or a small K), a learning_rate < 1 or a uniform_mix"
         )
     return new
 
@@ -187,11 +194,23 @@ def boost_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: s
     return TOKEN_WEIGHTINGS.get(token_weighting)(D, generator)
 
 
+def plain_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str,
+                      generator: torch.Generator) -> None:
+    """Plain SFT in every round: the controls (partition, longer) choose their rows, not token weights."""
+    return None
+
+
 def bagging_multipliers(D: Tensor, offsets: Tensor, round: int, token_weighting: str,
                         generator: torch.Generator) -> Tensor:
     """Each example's tokens count as often as the example is drawn in a bootstrap resample."""
     lengths = offsets[1:] - offsets[:-1]  # (N,)
     return torch.repeat_interleave(bootstrap_counts(len(lengths), generator), lengths).to(torch.float32)
+
+
+def soft_misses(gold_prob: Tensor) -> Tensor:
+    """`miss: soft`: 1 - p_t(gold token), in [0, 1]; a confident right token misses by little, a confident
+    wrong one by almost 1 (`hard` counts both as 0 or 1 by the argmax alone)."""
+    return 1.0 - gold_prob.to(torch.float64)
 
 
 def token_misses(miss: Tensor, offsets: Tensor) -> Tensor:

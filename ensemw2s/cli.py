@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--val-labels", type=Path, default=None,
                     help="a student with select_on_val: the supervisor's val answers (pseudo-label --val-out), "
                          "never val.jsonl's gold; the ceiling selects on gold val without it")
+    sp.add_argument("--replicate", type=int, default=0,
+                    help="N >= 1: the same student trained with another seed (the A/A control); 0: the student")
     sp.add_argument("--processes", type=int, default=1,
                     help="train on this many GPUs of one node: N > 1 reruns this command under torchrun (DDP)")
     sp.add_argument("--out", required=True, type=Path)
@@ -183,7 +185,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         from ensemw2s.students import train_student
 
         train_student(cfg, strong=args.strong, seed=args.seed, data=args.data, base=args.base,
-                      labels=args.labels, gold=args.gold, out=args.out, val_labels=args.val_labels)
+                      labels=args.labels, gold=args.gold, out=args.out, val_labels=args.val_labels,
+                      replicate=args.replicate)
     elif s == "evaluate":
         from ensemw2s.evaluate import evaluate
 

@@ -14,10 +14,19 @@ One row per measurement (columns in `COLUMNS`; `note` says why a value is missin
   strong base in the student's place: what supervision must beat). Missing (empty, with `note`
   `gap <= 0` or `gap CI includes 0`) wherever the ceiling-minus-lower gap's CI does not exclude 0; the
   ratio itself is kept as `<metric>_raw`;
+- `aa_difference` on replicate rows (the A/A control, points, with MDE): the replicate (the student of
+  METHOD's h_1 trained with another seed) minus that student; note `A/A CI excludes 0: the CIs are too
+  narrow` where its CI excludes 0;
 - `best_round` (ensemble rows on val, value = r* over rounds 1..T; students are read at their
   supervisor's r*);
-- boosting rows (eval_split `weak_train`, role expert, ensemble = variant): eps, alpha, weight_entropy,
-  weight_top10_share per round;
+- boosting rows (eval_split `weak_train`, role expert, ensemble = variant): eps, alpha (the ensemble weight),
+  alpha_update (the exponent applied to D), weight_entropy, weight_top10_share, missed_mass_after_update,
+  missed_token_share, effective_sample_size, prior_term, e_ref and training_tokens (boosting.json's
+  tokens_processed: the round's training) per round, each where its record has it;
+- diagnostics (diagnostics.py) of why an ensemble helps or not: `fix_rate_tokens`, `fix_rate_questions`
+  (t > 1) and `miss_rate_tokens` (role expert, weak_train and val, from answer_misses.json); `oracle_acc` and
+  `expert_disagreement` (role ensemble, r >= 2, every scored split); `pick_top_share` (note flags a
+  degenerate predictor) and `gold_top_share` of every scored model and split (from the picks of score files);
 - pseudo-label rows (eval_split `student_pool`, role ensemble): shares of pseudo-answers truncated,
   matching a choice, empty, and their mean length in tokens;
 - `tokens_processed` of every score file (eval_split `all`).
@@ -48,6 +57,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ensemw2s import controls, diagnostics
 from ensemw2s import metrics as M
 from ensemw2s import provenance, steps
 from ensemw2s.config import Config, stable_hash
@@ -61,7 +71,9 @@ COLUMNS = ["weak_model", "strong_model", "dataset", "eval_split", "role", "ensem
            "metric", "value", "ci_low", "ci_high", "n", "note"]
 SPLIT_ORDER = (*SPLITS, "all")  # eval_split order of the rows (`all`: tokens_processed)
 BOOSTING_LABELS = ("dataset", "seed", "variant", "round")  # what every boosting.json says of itself
-BOOSTING_METRICS = ("eps", "alpha", "weight_entropy", "weight_top10_share", "missed_mass_after_update")
+BOOSTING_METRICS = ("eps", "alpha", "alpha_update", "weight_entropy", "weight_top10_share", "missed_mass_after_update",
+                    "missed_token_share", "effective_sample_size", "prior_term", "e_ref", "training_tokens")
+BOOSTING_KEYS = {"training_tokens": "tokens_processed"}  # metric -> its boosting.json key, where they differ
 # pseudo-label sidecar (`<labels>.meta.json`) -> rows of the ensemble that wrote them, eval_split student_pool
 PSEUDO_METRICS = {"pseudo_truncated_share": "truncated", "pseudo_choice_match_share": "matches_choice",
                   "pseudo_empty_share": "empty_answers"}
@@ -73,6 +85,7 @@ IDENTITY = {
     "expert": ("weak_model", "ensemble", "round"),
     "ensemble": ("weak_model", "ensemble", "round"),
     "student": ("weak_model", "strong_model", "ensemble", "round"),
+    "replicate": ("weak_model", "strong_model", "ensemble", "round"),  # the A/A control of that student
     "ceiling": ("strong_model",),
 }
 
@@ -102,7 +115,7 @@ class Scores:
         for path in sorted(Path(p) for p in paths):
             score = load_score(path)
             ident = _identity(score["meta"])
-            if ident["role"] in ("expert", "ensemble", "student") and ident["ensemble"] not in experts_of:
+            if ident["role"] in ("expert", "ensemble", "student", "replicate") and ident["ensemble"] not in experts_of:
                 raise UserError(f"{path}: scores of variant {ident['ensemble']!r}, which the config's "
                                 f"boosting.variants does not declare ({', '.join(experts_of)}); pass the run's own "
                                 f"config (<run>/config.yaml)")
@@ -111,21 +124,21 @@ class Scores:
                 raise UserError(f"score files {self.by_key[key][1]} and {path} describe the same model {ident}")
             self.by_key[key] = (score, path)
 
-    def alias_round_one(self) -> None:
-        """The ensemble of one expert is h_1: where an ensemble was scored at r >= 2 but not at r = 1, its
-        round-1 entry is its experts' round-1 score (marked `alias`, so its tokens are not counted twice)."""
-        for key, (score, _) in list(self.by_key.items()):
-            ident = _identity(score["meta"])
-            if ident["role"] != "ensemble":
-                continue
-            ds, seed, weak, ens = ident["dataset"], ident["seed"], ident["weak_model"], ident["ensemble"]
-            if self.get("ensemble", ds, seed, weak, ensemble=ens, round=1) is not None:
-                continue
-            expert = self.get("expert", ds, seed, weak, ensemble=self.experts_of[ens], round=1)
-            if expert is not None:
-                meta = {**expert[0]["meta"], "role": "ensemble", "ensemble": ens, "round": 1}
-                alias = {**expert[0], "meta": meta, "alias": True}
-                self.by_key[_key(_identity(meta))] = (alias, expert[1])
+    def alias_round_one(self, variants: Iterable[str]) -> None:
+        """The ensemble of one expert is h_1: for each of `variants` (those whose ensembles start at r = 1,
+        not the partition control's), its round-1 entry, where not scored itself, is its experts' round-1
+        score (marked `alias`, so its tokens are not counted twice)."""
+        experts = [_identity(score["meta"]) for score, _ in self.by_key.values()]
+        places = sorted({(i["dataset"], i["seed"], i["weak_model"]) for i in experts if i["role"] == "expert"})
+        for ens in variants:
+            for ds, seed, weak in places:
+                if self.get("ensemble", ds, seed, weak, ensemble=ens, round=1) is not None:
+                    continue
+                expert = self.get("expert", ds, seed, weak, ensemble=self.experts_of[ens], round=1)
+                if expert is not None:
+                    meta = {**expert[0]["meta"], "role": "ensemble", "ensemble": ens, "round": 1}
+                    alias = {**expert[0], "meta": meta, "alias": True}
+                    self.by_key[_key(_identity(meta))] = (alias, expert[1])
 
     def get(self, role: str, dataset: str, seed: int, weak: str = "", strong: str = "", ensemble: str = "",
             round: int = 0) -> tuple[dict, Path] | None:
@@ -166,7 +179,8 @@ def boosting_rows(path: str | Path) -> list[dict[str, Any]]:
             "eval_split": "weak_train", "role": "expert", "ensemble": rec["variant"], "round": int(rec["round"]),
             "seed": int(rec["seed"]), "score": "", "ci_low": math.nan, "ci_high": math.nan, "n": rec.get("n_tokens"),
             "note": ""}
-    return [{**base, "metric": m, "value": float(rec[m])} for m in BOOSTING_METRICS if rec.get(m) is not None]
+    return [{**base, "metric": m, "value": float(rec[BOOSTING_KEYS.get(m, m)])} for m in BOOSTING_METRICS
+            if rec.get(BOOSTING_KEYS.get(m, m)) is not None]
 
 
 def _weak_model(path: Path, rec: dict[str, Any]) -> str:
@@ -261,9 +275,11 @@ def _reference_variant(scores: Scores, dataset: str, seed: int, weak: str, ensem
 # derived rows: paired comparisons of a model with its references, one estimator for all of them
 # (metrics.paired_moments per seed, metrics.stratified over seeds). metric -> scale of the difference.
 DIFFERENCES = {"improvement_vs_expert1": 100.0, "improvement_vs_student1": 100.0, "improvement_vs_strong_base": 100.0,
-               "gap_ceiling_minus_weak": 1.0, "gap_ceiling_minus_ensemble": 1.0}
+               "gap_ceiling_minus_weak": 1.0, "gap_ceiling_minus_ensemble": 1.0,
+               "aa_difference": 100.0}  # the A/A control: replicate minus student, points; its CI must include 0
 PGRS = ("pgr_vs_weak", "pgr_vs_ensemble", "pgr_strong_base_vs_weak")  # (numerator model, lower, ceiling)
-WITH_MDE = ("improvement_vs_expert1", "improvement_vs_student1", "improvement_vs_strong_base")
+WITH_MDE = ("improvement_vs_expert1", "improvement_vs_student1", "improvement_vs_strong_base", "aa_difference")
+AA_TOO_NARROW = "A/A CI excludes 0: the CIs are too narrow"  # the note of an aa_difference row that fails
 
 
 def _references(scores: Scores, ident: dict[str, Any]) -> list[tuple[str, list]]:
@@ -272,6 +288,8 @@ def _references(scores: Scores, ident: dict[str, Any]) -> list[tuple[str, list]]
     role, ds, seed, weak, strong, ens, r = (ident[k] for k in ("role", "dataset", "seed", "weak_model",
                                                               "strong_model", "ensemble", "round"))
     this = scores.get(role, ds, seed, weak, strong, ens, r)
+    if role == "replicate":  # the same supervisor, another training seed: the difference is seed noise alone
+        return [("aa_difference", [this, scores.get("student", ds, seed, weak, strong, ens, r)])]
     expert1 = scores.get("expert", ds, seed, weak, ensemble=_reference_variant(scores, ds, seed, weak, ens), round=1)
     if role == "ensemble":
         return [("improvement_vs_expert1", [this, expert1])]
@@ -311,7 +329,9 @@ def _comparison_rows(ident: dict[str, Any], split: str, score: str, metric: str,
                 _row(ident, split, score, f"{metric}_raw", raw, (math.nan, math.nan), n)]
     scale = DIFFERENCES[metric]
     value, se = scale * float(mean[0]), scale * math.sqrt(max(float(cov[0, 0]), 0.0))
-    rows = [_row(ident, split, score, metric, value, M.normal_ci(value, se), n)]
+    ci = M.normal_ci(value, se)
+    note = AA_TOO_NARROW if metric == "aa_difference" and (ci[0] > 0 or ci[1] < 0) else ""
+    rows = [_row(ident, split, score, metric, value, ci, n, note)]
     if metric in WITH_MDE:
         rows.append(_row(ident, split, score, f"{metric}_mde", M.mde(se), (math.nan, math.nan), n))
     if per_seed is not None:
@@ -326,7 +346,7 @@ def _derived_rows(scores: Scores) -> list[dict]:
     families: dict[tuple, list[tuple[np.ndarray, np.ndarray, dict]]] = defaultdict(list)
     for _, this in sorted(scores.by_key.items()):
         ident = _identity(this[0]["meta"])
-        if ident["role"] not in ("ensemble", "student"):
+        if ident["role"] not in ("ensemble", "student", "replicate"):
             continue
         for metric, models in _references(scores, ident):
             if any(m is None for m in models):
@@ -359,9 +379,9 @@ def _comparison_metrics() -> tuple[str, ...]:
 
 
 COMPARISON_METRICS = _comparison_metrics()
-METRICS = (*SCORES, *COMPARISON_METRICS, "best_round", *BOOSTING_METRICS, *PSEUDO_METRICS, PSEUDO_MEAN_TOKENS,
-           "tokens_processed")
-NOT_AGGREGATED = ("best_round", "tokens_processed", *COMPARISON_METRICS)  # these have their own seed-'all' rules
+METRICS = (*SCORES, *COMPARISON_METRICS, "best_round", *BOOSTING_METRICS, *diagnostics.DIAGNOSTIC_METRICS,
+           *PSEUDO_METRICS, PSEUDO_MEAN_TOKENS, *controls.METRICS, "tokens_processed")
+NOT_AGGREGATED = ("best_round", "tokens_processed", *COMPARISON_METRICS, *controls.PAIRED)  # these have their own seed-'all' rules
 
 
 def _best_round_rows(rows: list[dict]) -> list[dict]:
@@ -431,15 +451,21 @@ def format_value(value: Any) -> str:
 def metric_rows(cfg: Config, score_files: Iterable[Path], boosting_files: Iterable[Path],
                 pseudo_files: Iterable[Path] = ()) -> list[dict]:
     """All rows of metrics.csv, sorted, values still numbers."""
-    n_boot = cfg.evaluation.bootstrap
+    n_boot, boosting_files = cfg.evaluation.bootstrap, list(boosting_files)  # read twice: boosting.json, misses
     scores = Scores(score_files, {name: v.experts for name, v in cfg.boosting.variants.items()})
-    scores.alias_round_one()
+    scores.alias_round_one([n for n in cfg.boosting.variants if cfg.boosting.starts_at_one(n)])
     rows = _accuracy_rows(scores, n_boot)
     rows += _derived_rows(scores)
+    rows += controls.rows(cfg, scores, boosting_files)  # the partition control and the longer baseline
     rows += [r for path in sorted(Path(p) for p in boosting_files) for r in boosting_rows(path)]
     rows += [r for path in sorted(Path(p) for p in pseudo_files) for r in pseudo_rows(path)]
+    rows += diagnostics.fix_rows(boosting_files) + diagnostics.ensemble_rows(scores, n_boot)
+    picks = diagnostics.pick_summaries(scores)
+    rows += diagnostics.pick_rows(picks)
     rows += _best_round_rows(rows)
-    pooled = _seed_rows(rows)
+    # the pick flag names a position, which differs between seeds: those rows are pooled in diagnostics
+    pooled = _seed_rows([r for r in rows if r["metric"] not in diagnostics.PICK_METRICS])
+    pooled += diagnostics.pooled_pick_rows(picks)
     rows += pooled + _best_round_rows(pooled)
     return sorted(rows, key=_sort_key)
 

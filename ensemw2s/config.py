@@ -23,7 +23,7 @@ from ensemw2s.errors import ConfigError, UserError
 from ensemw2s.registry import load_plugin, unknown_name_message
 from ensemw2s.splitdir import SPLITS
 from ensemw2s.strategies import STRATEGIES
-from ensemw2s.variants import Variant
+from ensemw2s.variants import METHOD, Variant
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,12 +98,14 @@ class DatasetSpec:
     subsample: int | None = None
     student_pool: str = "easy"  # easy: the W2S protocol (same distribution as weak_train); hard: a knob
     definition: str | None = None  # a definition file (else the package's ensemw2s/datasets/<name>.yaml)
+    partition_key: str | None = None  # the question field the partition control splits weak_train by
 
 
 @dataclass(frozen=True)
 class BoostingSpec:
     rounds: int
     variants: dict[str, Variant]  # name -> resolved variant (ensemw2s/variants.py), in config order
+    student_rounds_rule: str = "all"  # boosting.student_rounds: all, or last (+ METHOD's r = 1, the reference)
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -114,12 +116,40 @@ class BoostingSpec:
         """The variants that train experts (the others combine an earlier variant's)."""
         return [v.name for v in self.variants.values() if v.experts == v.name]
 
+    def _kind(self, name: str) -> variants.Kind:
+        return variants.KINDS.get(self.variant(name).kind)
+
+    def expert_rounds(self, name: str) -> list[int]:
+        """Rounds at which variant `name`'s experts are trained: 1..T, or round 1 alone (`kind: longer`)."""
+        return [1] if self._kind(name).expert_rounds == "first" else list(range(1, self.rounds + 1))
+
     def ensemble_rounds(self, name: str) -> list[int]:
         """Rounds at which variant `name`'s ensemble is its own object: at r = 1 every ensemble is the single
         expert h_1, scored and used once (as the `expert` role and the ensemble of the variant that trained
-        it). The workflow's targets and the cost plan both count these."""
-        rounds = list(range(1, self.rounds + 1))
-        return rounds if self.variant(name).experts == name else rounds[1:]
+        it); a kind with ensemble_rounds `last` (partition) has its ensemble at r = T only. The workflow's
+        targets and the cost plan both count these."""
+        rounds = self.expert_rounds(name)
+        if self._kind(name).ensemble_rounds == "last":
+            rounds = rounds[-1:]
+        return rounds if self.variant(name).experts == name else [r for r in rounds if r > 1]
+
+    def starts_at_one(self, name: str) -> bool:
+        """Whether variant `name` has an ensemble of one expert (h_1) at r = 1: every kind but those whose
+        ensemble exists at the last round only (the partition control's members are not an ensemble)."""
+        return self._kind(name).ensemble_rounds == "all"
+
+    def student_rounds(self, name: str) -> list[int]:
+        """Rounds at which variant `name`'s ensemble writes pseudo-labels and teaches students (none for a
+        kind without students: the partition control is scored only). With boosting.student_rounds `last`,
+        only the last of them, and METHOD's r = 1 (the student of h_1, every student's reference)."""
+        rounds = self.ensemble_rounds(name) if self._kind(name).students else []
+        if self.student_rounds_rule == "last":
+            rounds = [r for r in rounds if r == rounds[-1] or (r == 1 and name == METHOD)]
+        return rounds
+
+    def epochs_factor(self, name: str) -> int:
+        """How many times h_1's optimizer steps each of the variant's experts takes (T for `kind: longer`)."""
+        return self.rounds if self._kind(name).epochs_factor == "rounds" else 1
 
 
 @dataclass(frozen=True)
@@ -145,6 +175,7 @@ class EvalSpec:
     splits: tuple[str, ...]
     limit: int | None
     device: str
+    aa_replicate: bool  # the A/A control: a replicate student of METHOD's h_1 (scores.py, role `replicate`)
 
 
 @dataclass(frozen=True)
@@ -178,6 +209,17 @@ class Config:
             if spec.name == name:
                 return spec
         return _dataset_spec({"name": name}, "--dataset")
+
+    def variants_on(self, dataset: str, experts_only: bool = False) -> list[str]:
+        """The variants run on `dataset` (those that train experts, with experts_only), in config order: all
+        but the kinds that need a partition key the dataset lacks (the partition control: not applicable)."""
+        has_key = bool(self.dataset(dataset).partition_key)
+        names = self.boosting.expert_variants() if experts_only else list(self.boosting.variants)
+        return [n for n in names if has_key or not variants.KINDS.get(self.boosting.variant(n).kind).needs_partition_key]
+
+    def aa_replicate(self) -> bool:
+        """Whether the run trains the A/A control: a second student of METHOD's h_1 (evaluation.aa_replicate)."""
+        return self.evaluation.aa_replicate and METHOD in self.boosting.variants
 
     def weak_models(self) -> list[str]:
         return sorted({p.weak for p in self.pairs})
@@ -263,8 +305,10 @@ def _key_path(path) -> str:
     return out or "(top level)"
 
 
-def _check_old_boosting_keys(boosting: Any) -> None:
-    """Name the new spelling of the boosting keys that became variant entries."""
+def _old_boosting_keys(data: dict[str, Any]) -> None:
+    """Name the new spelling of the boosting keys that became variant entries, and read the old spellings
+    of a variant setting (alpha, samme_k) as the new one (variants.new_spelling), in place."""
+    boosting = data.get("boosting")
     if not isinstance(boosting, dict):
         return
     if isinstance(boosting.get("variants"), list):
@@ -274,6 +318,11 @@ def _check_old_boosting_keys(boosting: Any) -> None:
     if "uniform_baseline" in boosting:
         raise ConfigError("config key boosting.uniform_baseline: removed; the uniform-weight baseline is a variant "
                           "entry, `boost-uniform: {ensemble_weights: uniform}` under boosting.variants")
+    data["boosting"] = variants.new_spelling(boosting, "boosting")
+    if isinstance(boosting.get("variants"), dict):
+        data["boosting"]["variants"] = {
+            name: variants.new_spelling(entry, f"boosting.variants.{name}") if isinstance(entry, dict) else entry
+            for name, entry in boosting["variants"].items()}
 
 
 def validate(raw: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +330,7 @@ def validate(raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"config must be a mapping of keys, got {type(raw).__name__}")
     data = copy.deepcopy(raw)
-    _check_old_boosting_keys(data.get("boosting"))
+    _old_boosting_keys(data)
     validator = _Validator(schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
@@ -356,6 +405,7 @@ def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
         subsample=ds.get("subsample"),
         student_pool=ds.get("student_pool", DatasetSpec.student_pool),  # the schema's default, for unvalidated lookups
         definition=ds.get("definition"),
+        partition_key=ds.get("partition_key", d.get("partition_key")),
     )
 
 
@@ -396,7 +446,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         models={n: _model_spec(n, m) for n, m in data["models"].items()},
         pairs=tuple(Pair(**p) for p in data["pairs"]),
         datasets=datasets,
-        boosting=BoostingSpec(rounds=b["rounds"], variants=variants.resolve(b)),
+        boosting=BoostingSpec(rounds=b["rounds"], variants=variants.resolve(b), student_rounds_rule=b["student_rounds"]),
         expert_training=TrainingSpec(**t["expert"]),
         student_training=TrainingSpec(**t["student"]),
         evaluation=EvalSpec(**{**e, "splits": tuple(e["splits"])}),

@@ -11,7 +11,8 @@ same data share it (files are written atomically with identical content), and on
 index parses ~14k YAMLs). The datasets cache lives in `<run_dir>/lmeval/hf_datasets`, offline.
 
 One model is scored as an ensemble of one by the `ensemw2s` lm-eval model (lmeval_model.py).
-Per-example 0/1 results and uids come from lm-eval's logged samples; the score file format is the one
+Per-example 0/1 results, uids and each multiple-choice pick (the choice of largest loglikelihood, what
+`acc` scores) with its gold index come from lm-eval's logged samples; the score file format is the one
 in docs/architecture.md. A provenance record (`<out>.provenance.json`) carries wall time and tokens.
 """
 from __future__ import annotations
@@ -140,8 +141,9 @@ def _lm(model: Path | None, manifest: Path | None, cache: Path | None) -> LMSpec
 
 def scoring_dtype(cfg: Config, labels: dict[str, Any]) -> str:
     """The scored model's `models[].dtype`, the dtype it was trained in: the strong entry for the strong
-    base, the ceiling and students, else the weak one; float32 where --meta names no model."""
-    name = labels["strong_model"] if labels["role"] in ("strong_base", "ceiling", "student") else labels["weak_model"]
+    base, the ceiling, students and their replicates, else the weak one; float32 where --meta names no model."""
+    strong = labels["role"] in ("strong_base", "ceiling", "student", "replicate")
+    name = labels["strong_model"] if strong else labels["weak_model"]
     return cfg.model(name).dtype if name else "float32"
 
 
@@ -161,16 +163,41 @@ def _tokens_processed(samples: dict[str, list[dict]], tokenizer, members: int) -
 # ---------------------------------------------------------------------------------------------
 
 
+def mc_pick(sample: dict) -> tuple[int, int]:
+    """(pick, gold) of one logged multiple-choice sample: the index of the choice with the largest
+    loglikelihood (np.argmax, first on ties, as lm-eval's `acc`) and the gold choice's index.
+
+    Raises where `acc` disagrees with pick == gold: the picks would then describe another scoring rule.
+    """
+    # filtered_resps: one (loglikelihood, is_greedy) per choice; resps: the same, each wrapped in a list
+    if "filtered_resps" in sample:
+        lls = [float(r[0]) for r in sample["filtered_resps"]]
+    else:
+        lls = [float(r[0][0]) for r in sample["resps"]]
+    pick = lls.index(max(lls))  # the first of the largest, as np.argmax
+    gold = sample.get("target", sample["doc"]["gold"])
+    if isinstance(gold, (list, tuple)) or int(gold) != gold:
+        raise AssertionError(f"doc {sample['doc'].get('uid')}: gold {gold!r} is not one choice index")
+    gold = int(gold)
+    if int(sample["acc"]) != int(pick == gold):
+        raise AssertionError(f"doc {sample['doc'].get('uid')}: lm-eval's acc {sample['acc']} disagrees with "
+                             f"pick {pick} == gold {gold} (loglikelihoods {lls}); the mc task's scoring changed")
+    return pick, gold
+
+
 def _split_scores(results: dict, samples: dict, dataset: str, split: str) -> dict[str, Any]:
     mc, gen = task_name(dataset, split, "mc"), task_name(dataset, split, "gen")
     logged = {t: sorted(samples[t], key=lambda s: s["doc_id"]) for t in (mc, gen)}
     uids = [s["doc"]["uid"] for s in logged[mc]]
     if uids != [s["doc"]["uid"] for s in logged[gen]]:
         raise AssertionError(f"lm-eval scored different rows for {mc} and {gen}")
+    picks = [mc_pick(s) for s in logged[mc]]
     per_example = {
         "acc": [int(s["acc"]) for s in logged[mc]],
         "acc_norm": [int(s["acc_norm"]) for s in logged[mc]],
         "exact_match": [int(s["exact_match"]) for s in logged[gen]],
+        "pick": [p for p, _ in picks],  # what acc scores: the choice of largest loglikelihood
+        "gold": [g for _, g in picks],
     }
     task_of = {"acc": mc, "acc_norm": mc, "exact_match": gen}
     out: dict[str, Any] = {"n": len(uids)}

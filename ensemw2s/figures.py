@@ -286,6 +286,56 @@ def _boosting_figure(frame: pd.DataFrame, boosting: list[Path], panels: list[tup
     return _finish(fig, axes, title + " (bands: 95% CI over seeds)", y=1.02)
 
 
+def _line_with_band(ax, rows: pd.DataFrame, color, label: str, ls: str = "-", marker: str = "o") -> None:
+    """A share (0..1) in percent over rounds, with its 95% CI band where it has one (clipped to [0, 100])."""
+    rows = rows.sort_values("round")
+    ax.plot(rows["round"], 100 * rows["value"], ls=ls, marker=marker, color=color, label=label)
+    if rows["ci_low"].notna().any():
+        lo, hi = (100 * rows[c].clip(0.0, 1.0) for c in ("ci_low", "ci_high"))
+        ax.fill_between(rows["round"], lo, hi, color=color, alpha=0.12, lw=0)
+
+
+DIAGNOSTIC_PANELS = [  # (title, y label) of the diagnostics figure's columns, all on val
+    ("fix rate of h_t: h_{t-1}'s missed answer tokens h_t gets right", "fix rate, tokens (%)"),
+    ("oracle (any of h_1..h_r right) vs the ensemble", "acc (%)"),
+    ("disagreement of h_1..h_r (mean over pairs)", "questions picked differently (%)"),
+]
+
+
+@FIGURES.register("diagnostics_rounds")  # the table of the same rows is `diagnostics`
+def figure_diagnostics_rounds(frame: pd.DataFrame, boosting: list[Path]):
+    """Why an ensemble helps or not, per variant over rounds on val: does h_t fix what h_{t-1} missed, how far
+    the ensemble is below the ceiling of its experts (oracle), and how different the experts are."""
+    p = pooled(frame)
+    val = p[p["eval_split"] == "val"]
+    fix = val[(val["role"] == "expert") & (val["metric"] == "fix_rate_tokens")]
+    oracle = val[(val["role"] == "ensemble") & (val["metric"] == "oracle_acc")]
+    disagree = val[(val["role"] == "ensemble") & (val["metric"] == "expert_disagreement")]
+    acc = accuracy_rows(val[(val["role"] == "ensemble") & (val["score"] == "acc")
+                            & val["ensemble"].isin(set(oracle["ensemble"]))])
+    shown = need(pd.concat([fix, oracle, disagree]), "diagnostics on val (answer_misses.json, scored ensembles)")
+    panels = shown[["dataset", "weak_model"]].drop_duplicates().sort_values(["dataset", "weak_model"])
+    colors = _palette(pd.concat([shown["ensemble"], acc["ensemble"]]), ensemble_order(frame))
+    fig, axes = _grid(len(panels), len(DIAGNOSTIC_PANELS), width=4.6)
+    for i, (ds, weak) in enumerate(panels.itertuples(index=False)):
+        def here(rows: pd.DataFrame) -> pd.DataFrame:
+            return rows[(rows["dataset"] == ds) & (rows["weak_model"] == weak)]
+
+        parts = [[(here(fix), "", "-", "o")],
+                 [(here(oracle), " oracle", "--", "^"), (here(acc), " ensemble", "-", "s")],
+                 [(here(disagree), "", "-", "o")]]
+        for j, ((title, ylabel), lines) in enumerate(zip(DIAGNOSTIC_PANELS, parts)):
+            ax = axes[i, j]
+            for rows, suffix, ls, marker in lines:
+                for ens in _present(rows["ensemble"], colors):
+                    _line_with_band(ax, rows[rows["ensemble"] == ens], colors[ens], f"{ens}{suffix}", ls, marker)
+            if not ax.get_lines():
+                ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+            _rounds_axes(ax, f"{ds} / {weak}\n{title}", "round", ylabel)
+    return _finish(fig, axes, "Diagnostics on val per variant (fix rate: round t vs t-1; oracle and disagreement: "
+                              "the first r experts; bands: 95% CI)")
+
+
 @FIGURES.register("eps_alpha")
 def figure_eps_alpha(frame: pd.DataFrame, boosting: list[Path]):
     """Weighted token error eps_t and expert weight alpha_t per boosting round."""

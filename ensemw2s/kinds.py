@@ -14,11 +14,6 @@ COMBINERS.add("prob", "ensemw2s.combine:PROB")  # weighted mean of probabilities
 COMBINERS.add("logprob", "ensemw2s.combine:LOGPROB")  # weighted geometric mean, renormalised over V
 COMBINERS.add("vote", "ensemw2s.combine:VOTE")  # weighted vote of the experts' argmax tokens
 
-# An expert's weight alpha_t from its weighted error, and the scale of the weight update (boosting.alpha).
-ALPHA_RULES = Registry("alpha rule")
-ALPHA_RULES.add("samme", "ensemw2s.boosting:SAMME")
-ALPHA_RULES.add("adaboost", "ensemw2s.boosting:ADABOOST")
-
 # How D_t enters the loss (boosting.token_weighting, METHOD.md step 2).
 TOKEN_WEIGHTINGS = Registry("token weighting")
 TOKEN_WEIGHTINGS.add("resample", "ensemw2s.boosting:resample_multipliers")

@@ -44,8 +44,11 @@ def write_manifest(cfg, expert_dirs: Sequence[str | Path], variant: str, out: st
         if weighting == "alpha" and not float(info["alpha"]) > 0:
             raise UserError(f"{d / 'boosting.json'}: alpha {info['alpha']} is not positive but the round is not "
                             f"marked stopped")
+        weight = _weight(d, info, weighting)
+        if weight <= 0:  # alpha_without_prior: no better than a coin flip without the prior, so left out
+            continue
         experts.append(str(d / "model"))
-        weights.append(float(info["alpha"]) if weighting == "alpha" else 1.0)
+        weights.append(weight)
         rounds.append(int(info["round"]))
     if not experts:
         raise UserError(f"no usable expert among {len(expert_dirs)} round(s): every boosting.json says the round "
@@ -63,6 +66,19 @@ def write_manifest(cfg, expert_dirs: Sequence[str | Path], variant: str, out: st
                       [Path(d) / "boosting.json" for d in expert_dirs],
                       {"step": "ensemble_manifest", "variant": variant, "weighting": weighting, "rounds": rounds,
                        "wall_time_s": time.perf_counter() - start})
+
+
+def _weight(d: Path, info: dict, weighting: str) -> float:
+    """An expert's unnormalised weight: its alpha; alpha minus the prior term, log((1-eps)/eps), clipped at
+    0 (`alpha_without_prior`: how much of alpha is the expert's own accuracy); or 1 (`uniform`)."""
+    if weighting == "uniform":
+        return 1.0
+    if weighting == "alpha":
+        return float(info["alpha"])
+    if info.get("prior_term") is None:
+        raise UserError(f"{d / 'boosting.json'} records no prior_term (written before ensemble_weights "
+                        f"alpha_without_prior existed, or by an unboosted kind); rerun `ensemw2s train-expert`")
+    return max(0.0, float(info["alpha"]) - float(info["prior_term"]))
 
 
 def read_manifest(path: str | Path) -> dict:

@@ -1,10 +1,12 @@
 """`ensemw2s plan`: what a config will cost before it is launched (jobs, tokens, device-hours per step).
 
 Jobs are enumerated as the workflow's DAG enumerates them (workflow/rules/common.smk: expert variants x
-rounds, ensembles at their own rounds, one student per pair and ensemble); tests/test_plan.py checks the
+their expert rounds, ensembles at their own rounds, one student per pair and taught ensemble: config.BoostingSpec
+expert_rounds / ensemble_rounds / student_rounds); tests/test_plan.py checks the
 counts against a real `snakemake -n`. Tokens follow the steps' own `tokens_processed` accounting, with
 rows of `tokens_per_row` tokens (capped at max_length):
-- train_expert: (epochs + 1) x weak_train rows (the fit, then the pass that finds the misses);
+- train_expert: (epochs + 1) x weak_train rows (the fit, then the pass that finds the misses); `kind: longer`
+  fits T x epochs; a partition member fits 1/T of the rows for about T x epochs, h_1's tokens;
 - train_student / train_ceiling: epochs x student_pool rows;
 - pseudo_label: members x (student_pool [+ val when students select on it]) x (row + max_new_tokens);
 - evaluate: members x scored rows x ((choices + 1) x row + max_new_tokens);
@@ -26,17 +28,18 @@ from ensemw2s.config import Config
 from ensemw2s.errors import UserError
 from ensemw2s.figures import FIGURES
 from ensemw2s.strategies import STRATEGIES
-from ensemw2s.tables import TABLES
+from ensemw2s.tables import tables_for
 
 THROUGHPUT = Path(__file__).with_name("throughput.yaml")
 
 # rule -> the `resources:` step it runs under (common.smk); rules under none are local (fetch_*, all)
-RESOURCE_STEP = {"train_ceiling": "train_student", "metrics": "report", "provenance": "report", "table": "report",
+RESOURCE_STEP = {"train_ceiling": "train_student", "train_replicate": "train_student", "metrics": "report", "provenance": "report", "table": "report",
                  "figure": "report"}
 KIND = {"prepare_data": "train", "train_expert": "train", "train_student": "train", "train_ceiling": "train",
+        "train_replicate": "train",
         "pseudo_label": "decode", "evaluate": "score"}
 ORDER = ("fetch_model", "fetch_dataset", "prepare_model", "prepare_data", "train_expert", "ensemble_manifest", "pseudo_label", "train_student",
-         "train_ceiling", "evaluate", "metrics", "provenance", "table", "figure", "all")
+         "train_replicate", "train_ceiling", "evaluate", "metrics", "provenance", "table", "figure", "all")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,6 @@ def gpus(cfg: Config, step: str) -> int:
 def jobs(cfg: Config, table: dict) -> list[Job]:
     """Every job of the config's DAG, with the tokens it processes."""
     ex, st, ev = cfg.expert_training, cfg.student_training, cfg.evaluation
-    rounds = list(range(1, cfg.boosting.rounds + 1))
-    ensembles = [(e, r) for e in cfg.boosting.variants for r in cfg.boosting.ensemble_rounds(e)]
     out: list[Job] = []
     raters = {d.difficulty.rater for d in cfg.datasets if STRATEGIES.get(d.difficulty.strategy).needs_rater}
     models = set(cfg.weak_models()) | set(cfg.strong_models()) | raters
@@ -84,29 +85,37 @@ def jobs(cfg: Config, table: dict) -> list[Job]:
         rater = STRATEGIES.get(d.difficulty.strategy).needs_rater
         n = sum(d.sizes.values())
         folds = d.difficulty.folds
+        ensembles = [(e, r) for e in cfg.variants_on(d.name) for r in cfg.boosting.ensemble_rounds(e)]
+        taught = [(e, r) for e in cfg.variants_on(d.name) for r in cfg.boosting.student_rounds(e)]
         for _ in cfg.seeds:
             out.append(Job("prepare_data", d.difficulty.rater if rater else None,
                            (ex.epochs * (folds - 1) * n + n) * train_row if rater else 0.0))
             for w in cfg.weak_models():
                 out.append(Job("evaluate", w, per_score))  # weak base
-                for _v in cfg.boosting.expert_variants():
-                    for _r in rounds:
-                        out.append(Job("train_expert", w, (ex.epochs + 1) * d.sizes["weak_train"] * train_row))
+                for v in cfg.variants_on(d.name, experts_only=True):
+                    # a partition member fits 1/T of the rows for T x the epochs: h_1's tokens; longer T x h_1's
+                    epochs = ex.epochs * cfg.boosting.epochs_factor(v)
+                    for _r in cfg.boosting.expert_rounds(v):
+                        out.append(Job("train_expert", w, (epochs + 1) * d.sizes["weak_train"] * train_row))
                         out.append(Job("evaluate", w, per_score))  # the expert alone
                 for e, r in ensembles:
                     out.append(Job("ensemble_manifest", None, 0.0))
-                    out.append(Job("pseudo_label", w, r * per_label))
+                    if (e, r) in taught:
+                        out.append(Job("pseudo_label", w, r * per_label))
                     if r > 1:
                         out.append(Job("evaluate", w, r * per_score))  # the ensemble
             for s in cfg.strong_models():
                 out.append(Job("train_ceiling", s, student))
                 out += [Job("evaluate", s, per_score)] * 2  # strong base and ceiling
             for p in cfg.pairs:
-                for _ in ensembles:
+                for _ in taught:
                     out.append(Job("train_student", p.strong, student))
                     out.append(Job("evaluate", p.strong, per_score))
+                if cfg.aa_replicate():  # the A/A control: a second student of METHOD's h_1
+                    out.append(Job("train_replicate", p.strong, student))
+                    out.append(Job("evaluate", p.strong, per_score))
     out += [Job(step, None, 0.0) for step in ("metrics", "provenance", "all")]
-    out += [Job("table", None, 0.0) for _ in TABLES.names()] + [Job("figure", None, 0.0) for _ in FIGURES.names()]
+    out += [Job("table", None, 0.0) for _ in tables_for(cfg)] + [Job("figure", None, 0.0) for _ in FIGURES.names()]
     return out
 
 

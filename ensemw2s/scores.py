@@ -1,6 +1,14 @@
 """The score-file contract (docs/architecture.md, "Score files"): what `ensemw2s evaluate` writes and
 `collect.py`, `report.py` and the workflow read.
 
+A split block holds `n`, the mean of each of `SCORES`, `uids` and `per_example`: per uid, the 0/1 result
+of each of `SCORES` and (`PICKS`) the multiple-choice `pick` (index of the choice of largest
+loglikelihood, what `acc` scores: acc == (pick == gold)) and `gold` (the gold choice's index). Files
+written before picks were recorded lack `pick` and `gold`: their consumers skip them.
+
+Roles (`ROLES`): `replicate` is the A/A control, a second student of the METHOD variant's round-1
+supervisor trained with another seed (`train-student --replicate N`); it is compared with that student.
+
 Torch-free on purpose: reading score files (metrics, tables, figures, the DAG) must not load a model stack.
 Writing them is evaluate.py's job; this module only says what a valid one holds.
 """
@@ -13,12 +21,13 @@ from ensemw2s.errors import DataFileError, UserError
 from ensemw2s.io import read_json
 from ensemw2s.registry import unknown_name_message
 
-ROLES = ("weak_base", "strong_base", "expert", "ensemble", "student", "ceiling")
+ROLES = ("weak_base", "strong_base", "expert", "ensemble", "student", "replicate", "ceiling")
 # every meta key of a score file, with the value `--meta` leaves it at when not given (None: required)
 META_DEFAULTS: dict[str, Any] = {"role": None, "weak_model": "", "strong_model": "", "dataset": None,
                                  "seed": None, "round": 0, "ensemble": ""}
 INT_META = ("seed", "round")
 SCORES = ("acc", "acc_norm", "exact_match")  # per-example keys of a score file, in this order
+PICKS = ("pick", "gold")  # per-example multiple-choice pick and gold index (ints; absent in older files)
 
 
 def parse_meta(meta: dict[str, str], dataset: str) -> dict[str, Any]:

@@ -97,6 +97,17 @@ def read_task_rows(data: str | Path, split: str, limit: int | None) -> list[dict
     return [{f: row[f] for f in TASK_FIELDS} for row in rows]
 
 
+def read_split_field(data: str | Path, split: str, fields: tuple[str, ...]) -> dict[str, dict]:
+    """uid -> {field: value} of an eval split's rows (e.g. the partition control's key and choices, which
+    read_task_rows projects away); the rows keep every field of the dataset's rows but student_pool's."""
+    if split not in EVAL_SPLITS:
+        raise UserError(f"read_split_field reads {', '.join(EVAL_SPLITS)}, not {split!r}")
+    path = Path(data) / f"{split}.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path}: split file not found; run `ensemw2s prepare-data` for this dataset and seed")
+    return {row["uid"]: {f: row[f] for f in fields} for row in _rows_with(path, ("uid", *fields))}
+
+
 def pool_row(row: dict, fields: tuple[str, ...] = POOL_FIELDS) -> dict:
     """A student_pool row as written: the allow-listed `fields` only."""
     return {k: row[k] for k in fields if k in row}

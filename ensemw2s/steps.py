@@ -12,7 +12,7 @@ from typing import Callable
 from ensemw2s import catalog
 from ensemw2s.config import Config
 from ensemw2s.strategies import STRATEGIES
-from ensemw2s.variants import ENSEMBLE_SETTINGS, TRAINING_SETTINGS
+from ensemw2s.variants import ENSEMBLE_SETTINGS, KINDS, TRAINING_SETTINGS
 
 EVALUATION = tuple(f"evaluation.{k}" for k in ("batch_size", "max_new_tokens", "splits", "limit", "device"))
 
@@ -42,7 +42,8 @@ STEPS: dict[str, Callable[..., list[str]]] = {
     "prepare_model": _prepare_model,
     "prepare_data": _prepare_data,
     "train_expert": lambda cfg, weak, variant: [
-        f"models.{weak}", "training.expert", *(f"boosting.variants.{variant}.{k}" for k in TRAINING_SETTINGS)],
+        f"models.{weak}", "training.expert", *(f"boosting.variants.{variant}.{k}" for k in TRAINING_SETTINGS),
+        *(["boosting.rounds"] if KINDS.get(cfg.boosting.variant(variant).kind).fit_plan else [])],  # T parts, T x steps
     "ensemble_manifest": lambda cfg, variant: [f"boosting.variants.{variant}.{k}" for k in ENSEMBLE_SETTINGS],
     "pseudo_label": lambda cfg: ["evaluation.max_new_tokens", "evaluation.batch_size", "evaluation.device"],
     "train_student": lambda cfg, strong: [f"models.{strong}", "training.student"],

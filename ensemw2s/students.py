@@ -6,6 +6,9 @@ files a student is given pass through `splitdir.refuse_gold`.
 A student sees only what its supervisor gives it: the ensemble's answers for student_pool and, to
 choose its epoch (`select_on_val`), the same ensemble's answers for val (`--val-labels`); it never
 reads val.jsonl, whose answers are gold. Only the ceiling selects on gold val.
+
+A replicate (`--replicate N`, N >= 1) is the same student trained with another seed (`replicate_seed`):
+the A/A control, whose difference from replicate 0 (the student) measures seed noise alone.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from ensemw2s import provenance, steps
-from ensemw2s.config import Config
+from ensemw2s.config import Config, stable_hash
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, read_jsonl, write_json
 from ensemw2s.models import apply_lora, load_causal_lm, load_tokenizer
@@ -102,31 +105,44 @@ def selection_rows(data: str | Path, role: str, val_labels: str | Path | None,
     return path, rows
 
 
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The training seed of replicate `replicate` of the student of replicate seed `seed`: 0 is the student
+    itself (`seed`); N >= 1 a distinct seed per N, fixed by (seed, N) alone (as rounds.round_seed)."""
+    if replicate < 0:
+        raise UserError(f"--replicate must be 0 (the student) or more, got {replicate}")
+    return seed if replicate == 0 else int(stable_hash([seed, "replicate", replicate]), 16) % 2**31
+
+
 def train_student(cfg: Config, strong: str, seed: int, data: str | Path, base: str | Path,
                   labels: str | Path | None, gold: bool, out: str | Path,
-                  val_labels: str | Path | None = None) -> None:
+                  val_labels: str | Path | None = None, replicate: int = 0) -> None:
     """Fine-tune the strong base on student_pool (pseudo or gold answers); write out/model + out/train.json.
 
     val_labels: the supervisor's answers for val, which a student selects its epoch on (select_on_val).
+    replicate: N >= 1 trains the same student with the seed `replicate_seed(seed, N)`, all else equal.
     """
     start = time.perf_counter()
     data, out = Path(data), Path(out)
     spec, mspec = cfg.student_training, cfg.model(strong)
+    if replicate and gold:
+        raise UserError("--replicate is the A/A control of a student (--labels); the ceiling has no replicates")
+    train_seed = replicate_seed(seed, replicate)
     role, rows = training_rows(data, labels, gold)
     selected_on, val = selection_rows(data, role, val_labels, spec.select_on_val)
     base = Path(base).resolve() if Path(base).exists() else base  # adapters record their base: keep it absolute
     tokenizer = load_tokenizer(base)
-    set_seed(seed)  # LoRA initialisation
+    set_seed(train_seed)  # LoRA initialisation
     model = apply_lora(load_causal_lm(base, dtype=mspec.dtype), mspec)
     ckpt = out.parent / (out.name + ".ckpt")  # outside the atomic temp dir, so a requeued job resumes
     try:
-        model = fit(model, tokenizer, rows, spec, seed, ckpt, val_rows=val)
+        model = fit(model, tokenizer, rows, spec, train_seed, ckpt, val_rows=val)
     except UserError as exc:  # e.g. a non-finite loss: name the step
-        raise UserError(f"train-student ({role} {strong}, seed {seed}): {exc}") from None
+        raise UserError(f"train-student ({role} {strong}, seed {seed}, replicate {replicate}): {exc}") from None
     if not is_main_process():  # under torchrun, process 0 writes the outputs
         return
     fit_stats = read_fit_stats(ckpt)
-    summary = {"role": role, "n_rows": len(rows), "seed": seed, "tokens_processed": fit_stats["tokens_processed"],
+    summary = {"role": role, "n_rows": len(rows), "seed": seed, "replicate": replicate, "train_seed": train_seed,
+               "tokens_processed": fit_stats["tokens_processed"],
                "selected_on": None if selected_on is None else str(selected_on),
                "wall_time_s": time.perf_counter() - start}
     with atomic_dir(out) as tmp:

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ensemw2s import controls
 from ensemw2s.io import atomic_path, write_text
 from ensemw2s.registry import Registry
 from ensemw2s.scores import SCORES
@@ -40,6 +41,13 @@ class Table:
 
 TABLES: Registry[Callable[[pd.DataFrame, list[Path]], Table]] = Registry("table")
 
+
+def tables_for(cfg) -> list[str]:
+    """The tables a run of `cfg` has rows for (the workflow's targets and the cost plan): `controls_aa` needs
+    the A/A student (evaluation.aa_replicate), `controls` a control variant (partition, longer)."""
+    skip = ({"controls_aa"} if not cfg.aa_replicate() else set()) | ({controls.TABLE} if not controls.has_controls(cfg) else set())
+    return [t for t in TABLES.names() if t not in skip]
+
 CELL_FORMATS: dict[str, Callable[[float], str]] = {
     "pct": lambda v: f"{100 * v:.1f}",  # accuracy (fraction) in percent
     "mde": lambda v: f"{v:.1f}",  # a minimum detectable effect, accuracy points
@@ -49,6 +57,7 @@ CELL_FORMATS: dict[str, Callable[[float], str]] = {
     "int": lambda v: f"{int(round(v)):d}",
     "count": lambda v: f"{v:,.0f}",
     "seconds": lambda v: f"{v:.1f}",
+    "num": lambda v: f"{v:.4g}",  # a boosting quantity (eps near 1, alpha near log K): 4 significant digits
 }
 
 
@@ -364,6 +373,171 @@ def _summary_models(best: pd.DataFrame, ds: str, weak: str, strong: str) -> list
                 models.append((f"student of the ensemble, {what} = {r}", {**student, "round": r}))
     models.append(("ceiling (strong on gold student_pool)", dict(role="ceiling", strong_model=strong)))
     return models
+
+
+@TABLES.register("controls_aa")
+def table_controls_aa(frame: pd.DataFrame, boosting: list[Path]) -> Table:
+    """The A/A control: the replicate student (same supervisor, another training seed) minus the student, per
+    seed and pooled; its CI must include 0, or the CIs are too narrow."""
+    rows = frame[(frame["role"] == "replicate") & (frame["metric"] == "aa_difference")]
+    rows = need(rows, "the A/A replicate (evaluation.aa_replicate: true)")
+    rows = _split_order(rows.assign(pair=[pair_label(w, s) for w, s in zip(rows["weak_model"], rows["strong_model"])],
+                                    supervisor=[f"{e} r={r}" for e, r in zip(rows["ensemble"], rows["round"])]))
+    includes = rows.assign(value=np.nan, ci_low=np.nan, ci_high=np.nan,
+                           note=["yes" if lo <= 0 <= hi else "no: the CIs are too narrow"
+                                 for lo, hi in zip(rows["ci_low"], rows["ci_high"])])
+    index = ["dataset", "pair", "supervisor", "seed"]
+    long = pd.concat([_long(rows, index, lambda r: f"{_split_score(r)} (points)", "points"),
+                      _long(includes, index, lambda r: f"{_split_score(r)}: CI includes 0?", "text")],
+                     ignore_index=True)
+    seeds = sorted(set(rows["seed"]), key=lambda x: (x == "all", int(x) if x != "all" else 0))
+    return Table(long, index,
+                 "A/A control: a second student of the same supervisor (the boost variant's h_1) trained with another "
+                 "seed, minus the student (accuracy points), per seed and pooled over seeds (seed = all), with the "
+                 "paired 95% CI of every comparison. The two differ only in their training seed, so the CI must "
+                 "include 0; where it does not, the CIs are too narrow.",
+                 row_order={"seed": {x: i for i, x in enumerate(seeds)}})
+
+
+CONTROL_COLUMNS = [  # (metric, header, format) of the controls table, in its order
+    ("partition_own_part_acc", "own part", "pct"),
+    ("partition_other_parts_acc", "other parts", "pct"),
+    ("partition_member_competent", "competent", "text"),
+    ("token_ensemble_part_acc", "token ensemble on the part", "pct"),
+    ("routed_minus_member", "routed minus member (points)", "points"),
+    ("acc", "token ensemble", "pct"),
+    ("routed_acc", "routed", "pct"),
+    ("token_ensemble_kept_share", "gain kept by token mixing", "ratio"),
+    ("partition_valid", "valid", "text"),
+    ("improvement_vs_longer", "vs longer (points)", "points"),
+]
+
+
+def _flag(value: float, note: str) -> str:
+    """A 0/1 row (or its mean over seeds) as words."""
+    word = "yes" if value == 1 else "no" if value == 0 else f"in {100 * value:.0f}% of seeds"
+    return f"{word} ({note})" if note else word
+
+
+@TABLES.register("controls")
+def table_controls(frame: pd.DataFrame, boosting: list[Path]) -> Table:
+    """The positive control (partition members on their own and the other parts, competence, the routed and the
+    token-level ensemble of them) and every ensemble at r = T against the compute-matched longer expert."""
+    p = pooled(frame)
+    partition = set(p.loc[p["metric"] == "routed_acc", "ensemble"])
+    token = (p["metric"] == "acc") & (p["score"] == "acc") & (p["role"] == "ensemble") & p["ensemble"].isin(partition)
+    token &= p["round"].isin(set(p.loc[p["metric"] == "routed_acc", "round"]))
+    columns = {m: (header, fmt) for m, header, fmt in CONTROL_COLUMNS}
+    rows = p[(p["metric"].isin(list(columns)) & (p["metric"] != "acc")) | token]
+    rows = need(rows[rows["eval_split"].isin(list(SPLIT_LABEL))], "the controls (a partition or a longer variant)")
+    flags = rows["metric"].isin(["partition_member_competent", "partition_valid"])
+    rows = rows.assign(note=[_flag(v, n if seed != "all" else "") if f else n  # a pooled note is seed 0's
+                             for v, n, f, seed in zip(rows["value"], rows["note"].fillna(""), flags, rows["seed"])])
+    order = {m: i for i, m in enumerate(columns)}
+    rows = _split_order(rows.assign(model=[f"{'member' if r == 'expert' else 'ensemble'} r={t}"
+                                           for r, t in zip(rows["role"], rows["round"])],
+                                    _c=rows["metric"].map(order)).sort_values("_c", kind="stable"))
+    index = ["dataset", "weak_model", "ensemble", "model", "eval_split"]
+    return Table(_long(rows, index, lambda r: columns[r["metric"]][0], lambda r: columns[r["metric"]][1]), index,
+                 "Controls (accuracy %, 95% CIs; mean over seeds where there are several). Positive control "
+                 "(kind partition): member r is trained on part r of weak_train (the questions' partition_key values "
+                 "dealt into T parts) for h_1's optimizer steps; competent = beats chance on its own part (one-sided "
+                 "exact binomial, 5%). The routed ensemble answers each question with its part's member: it must "
+                 "beat every member (routed minus member > 0), or the measurement is broken; the token-level "
+                 "ensemble of the same members keeps the shown share of the routed gain over the best member. "
+                 "valid = every member competent. vs longer: each ensemble at r = T minus the compute-matched "
+                 "single expert trained for T x h_1's optimizer steps (kind longer), paired.",
+                 row_order={"eval_split": {s: i for i, s in enumerate(SPLIT_LABEL)},
+                            "ensemble": {e: i for i, e in enumerate(ensemble_order(frame))}})
+
+
+DIAGNOSTIC_COLUMNS = [  # (metric, eval_split, header, format) of the diagnostics table, in its order
+    ("eps", "weak_train", "eps", "num"),
+    ("alpha", "weak_train", "alpha", "num"),
+    ("missed_mass_after_update", "weak_train", "missed mass after update", "num"),
+    ("effective_sample_size", "weak_train", "ESS", "count"),
+    ("fix_rate_tokens", "val", "val fix rate tokens", "pct"),
+    ("fix_rate_questions", "val", "val fix rate questions", "pct"),
+    ("oracle_acc", "val", "val oracle acc", "pct"),
+    ("oracle_acc", "test_id", "ID oracle acc", "pct"),
+    ("expert_disagreement", "val", "val disagreement", "pct"),
+    ("expert_disagreement", "test_id", "ID disagreement", "pct"),
+]
+
+
+@TABLES.register("diagnostics")
+def table_diagnostics(frame: pd.DataFrame, boosting: list[Path]) -> Table:
+    """Why an ensemble helps or not, per variant and round: what boosting did to the weights, whether h_t fixes
+    what h_{t-1} missed, and the ceiling (oracle) and diversity (disagreement) of the first r experts."""
+    p = pooled(frame)
+    columns = {(m, s): (header, fmt) for m, s, header, fmt in DIAGNOSTIC_COLUMNS}
+    rows = p[[(m, s) in columns for m, s in zip(p["metric"], p["eval_split"])]]
+    rows = need(rows, "boosting rounds or diagnostics (boosting.json, answer_misses.json, scored ensembles)")
+    order = {c: i for i, c in enumerate(columns)}
+    rows = rows.assign(_c=[order[(m, s)] for m, s in zip(rows["metric"], rows["eval_split"])])
+    rows = rows.sort_values("_c", kind="stable")
+    index = ["dataset", "weak_model", "ensemble", "round"]
+    return Table(_long(rows, index, lambda r: columns[(r["metric"], r["eval_split"])][0],
+                       lambda r: columns[(r["metric"], r["eval_split"])][1]), index,
+                 "Diagnostics per variant and round r (mean over seeds with a t-interval where there are several): the "
+                 "weighted token error eps and ensemble weight alpha of h_r, the share of the token weights on the "
+                 "tokens h_r missed after its update and their effective sample size ESS = 1 / sum D^2 (weak_train); "
+                 "the fix rates, the share of the answer tokens (questions) h_{r-1} missed that h_r gets right (%, "
+                 "val); the oracle accuracy, the share of questions any of h_1..h_r gets right: the ceiling of any "
+                 "ensemble of them (%); and the mean pairwise disagreement of their picks (%). An ensemble cannot beat "
+                 "its oracle, and experts that agree everywhere are one expert.",
+                 row_order={"ensemble": {e: i for i, e in enumerate(ensemble_order(frame))}})
+
+
+# the `variants` table: (role, metric, eval_split, header, format), each variant at its last round
+VARIANT_COLUMNS = [
+    ("ensemble", "improvement_vs_expert1", "val", "ensemble - h_1, val", "points"),
+    ("ensemble", "improvement_vs_expert1", "test_id", "ensemble - h_1, ID", "points"),
+    ("ensemble", "improvement_vs_expert1", "test_ood", "ensemble - h_1, OOD", "points"),
+    ("student", "improvement_vs_student1", "test_id", "student - student of h_1, ID", "points"),
+    ("student", "improvement_vs_student1", "test_ood", "student - student of h_1, OOD", "points"),
+    ("expert", "fix_rate_tokens", "val", "token fix rate h_r, val", "pct"),
+    ("ensemble", "oracle_acc", "val", "oracle, val", "pct"),
+    ("ensemble", "expert_disagreement", "val", "disagreement, val", "pct"),
+    ("expert", "training_tokens", "weak_train", "training tokens (all rounds)", "count"),
+]
+
+
+@TABLES.register("variants")
+def table_variants(frame: pd.DataFrame, boosting: list[Path]) -> Table:
+    """Each variant at its last round r (T; `longer`: its one expert): the gain of its ensemble over h_1 and of
+    its student over the student of h_1 (paired CIs), and the diagnostics that say why, beside its training cost."""
+    p = pooled(frame)
+    p = p[(p["score"].isin([PRIMARY_SCORE, ""]))]
+    last = (p[p["role"].isin(["ensemble", "student", "expert"]) & p["ensemble"].ne("")]
+            .groupby(["dataset", "weak_model", "role", "ensemble"])["round"].max())
+    parts = []
+    for role, metric, split, header, fmt in VARIANT_COLUMNS:
+        rows = p[(p["role"] == role) & (p["metric"] == metric) & (p["eval_split"] == split)]
+        if metric == "training_tokens":  # the cost of every round's expert, summed
+            rows = (rows.groupby(["dataset", "weak_model", "ensemble"], as_index=False)["value"].sum()
+                    .assign(ci_low=np.nan, ci_high=np.nan, note=""))
+        else:
+            at = [last.get((d, w, role, e)) for d, w, e in zip(rows["dataset"], rows["weak_model"], rows["ensemble"])]
+            rows = rows[[r == a for r, a in zip(rows["round"], at)]]
+        if not rows.empty:
+            parts.append(rows.assign(_header=header, _fmt=fmt)[["dataset", "weak_model", "ensemble", "value", "ci_low",
+                                                               "ci_high", "note", "_header", "_fmt"]])
+    rows = need(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(),
+                "ensembles compared with h_1 (improvement_vs_expert1)")
+    r_last = last.xs("ensemble", level="role").rename("value").reset_index()
+    r_col = r_last.assign(ci_low=np.nan, ci_high=np.nan, note="", _header="r", _fmt="int")
+    rows = pd.concat([r_col[rows.columns], rows], ignore_index=True)
+    index = ["dataset", "weak_model", "ensemble"]
+    return Table(_long(rows, index, lambda r: r["_header"], lambda r: r["_fmt"]), index,
+                 "Boosting variants, each at its last round r (T; longer: its one expert trained T x as long): the "
+                 "ensemble's gain over the single expert h_1 and its student's gain over the student of h_1 (accuracy "
+                 "points, multiple-choice acc; the seed-stratified paired estimator, 95% CI); the share of the val "
+                 "answer tokens h_(r-1) missed that h_r gets right (%, variants that train experts), the oracle "
+                 "(any of h_1..h_r right) and the experts' pairwise disagreement on val (%), and the training tokens "
+                 "of all its experts (mean over seeds; an out-of-fold variant counts its extra copies). Means over "
+                 "seeds with a t-interval where there are several.",
+                 row_order={"ensemble": {e: i for i, e in enumerate(ensemble_order(frame))}})
 
 
 POOL_MEANING = {"easy": "easy questions held out from weak_train, val and test_id (the W2S protocol)",

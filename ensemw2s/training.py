@@ -399,6 +399,17 @@ def answer_token_misses(model, tokenizer, rows: list[dict], batch_size: int, max
     return [lg.argmax(-1) != y for lg, y in _teacher_forced(model, tokenizer, rows, batch_size, max_length)]
 
 
+def answer_token_predictions(model, tokenizer, rows: list[dict], batch_size: int,
+                             max_length: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Per row, the hard misses (argmax differs from gold) and the probabilities of the gold tokens, from
+    one teacher-forced pass. (L_i,) each."""
+    misses, gold_probs = [], []
+    for lg, y in _teacher_forced(model, tokenizer, rows, batch_size, max_length):
+        misses.append(lg.argmax(-1) != y)
+        gold_probs.append(lg.softmax(-1).gather(-1, y[:, None])[:, 0])
+    return misses, gold_probs
+
+
 def read_fit_stats(out_dir: str | Path) -> dict:
     """The fit.json that `fit` wrote into out_dir."""
     return read_json(Path(out_dir) / FIT_STATS)

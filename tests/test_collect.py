@@ -417,3 +417,54 @@ def test_refuses_two_files_for_one_model(tmp_path, make_config):
     copy.write_bytes(scores[0].read_bytes())
     with pytest.raises(UserError, match="describe the same model"):
         write_metrics(make_config(), [*scores, copy], [], tmp_path / "m.csv")
+
+
+AA_ACC = {  # seed -> (student, replicate): per-question acc of the A/A control, 10 questions, chosen by hand
+    0: ([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 1, 0, 0, 0, 0]),  # d: one -1, one +1
+    1: ([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1, 0, 0]),  # d: six +1
+}
+
+
+def aa_score_files(root: Path) -> list[Path]:
+    """Score files (test_id only, with picks) of a student and its replicate on two seeds (AA_ACC)."""
+    files = []
+    for seed, (student, replicate) in AA_ACC.items():
+        for role, x in (("student", student), ("replicate", replicate)):
+            meta = {"role": role, "weak_model": "w", "strong_model": "s", "dataset": "d", "seed": seed, "round": 1,
+                    "ensemble": "boost"}
+            block = {"n": 10, "acc": sum(x) / 10, "uids": [f"q{i}" for i in range(10)],
+                     "per_example": {"acc": x, "pick": [0 if v else 1 for v in x], "gold": [0] * 10}}
+            path = root / f"s{seed}" / f"{role}.json"
+            write_json(path, {"meta": meta, "splits": {"test_id": block}, "tokens_processed": 1})
+            files.append(path)
+    return files
+
+
+def test_aa_difference_of_a_replicate_by_hand(tmp_path, make_config):
+    """The A/A control: replicate minus student (same supervisor), McNemar SE, normal CI, and the note
+    where the CI excludes 0 (AA_ACC)."""
+    files = aa_score_files(tmp_path)
+    rows = read_rows(write_metrics(make_config(), files, [], tmp_path / "metrics.csv"))
+    z, z_power = 1.959963984540054, 0.8416212335729143
+    # var of a mean paired difference = (p10 + p01 - (p10 - p01)^2) / n, in points (x 100)
+    se0 = 100 * math.sqrt((0.1 + 0.1 - 0.0) / 10)  # 14.142
+    se1 = 100 * math.sqrt((0.6 + 0.0 - 0.36) / 10)  # 15.492
+    se_all = math.sqrt(se0**2 + se1**2) / 2  # seed-stratified: mean of the two, 10.488
+    for seed, value, se, note in ((0, 0.0, se0, ""), (1, 60.0, se1, "A/A CI excludes 0: the CIs are too narrow"),
+                                  ("all", 30.0, se_all, "A/A CI excludes 0: the CIs are too narrow")):
+        row = one(rows, role="replicate", seed=seed, eval_split="test_id", score="acc", metric="aa_difference")
+        assert (row["weak_model"], row["strong_model"], row["ensemble"], row["round"]) == ("w", "s", "boost", "1")
+        assert float(row["value"]) == pytest.approx(value, abs=1e-9)
+        assert float(row["ci_low"]) == pytest.approx(value - z * se, rel=1e-8)
+        assert float(row["ci_high"]) == pytest.approx(value + z * se, rel=1e-8)
+        assert row["note"] == note
+        mde = one(rows, role="replicate", seed=seed, eval_split="test_id", score="acc", metric="aa_difference_mde")
+        assert float(mde["value"]) == pytest.approx((z + z_power) * se, rel=1e-8)
+    # by hand: seed 0 [-27.72, 27.72] includes 0; seed 1 [29.64, 90.36] and pooled [9.44, 50.56] do not
+    assert float(one(rows, seed="all", metric="aa_difference", eval_split="test_id")["ci_low"]) == pytest.approx(9.444,
+                                                                                                             abs=1e-3)
+    sd = one(rows, seed="all", metric="aa_difference_seed_sd", eval_split="test_id")
+    assert float(sd["value"]) == pytest.approx(60 / math.sqrt(2), rel=1e-8)  # SD of (0, 60)
+    # the replicate's own accuracy rows, as any scored model's
+    assert float(one(rows, role="replicate", seed=1, metric="acc", eval_split="test_id")["value"]) == 0.8
+    assert not find(rows, role="student", metric="aa_difference")

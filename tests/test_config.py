@@ -18,7 +18,7 @@ def test_defaults_are_filled_from_schema_and_registry(make_config):
     cfg = make_config()
     assert cfg.seeds == (0,) and cfg.boosting.rounds == 2  # set in BASE_CONFIG
     boost = cfg.boosting.variant("boost")
-    assert (boost.alpha, boost.combine, boost.token_weighting) == ("samme", "prob", "resample")
+    assert (boost.prior, boost.combine, boost.token_weighting) == ("vocab", "prob", "resample")
     assert cfg.expert_training.epochs == 1 and cfg.expert_training.max_length == 256  # given, then schema default
     assert cfg.evaluation.splits == ("val", "test_id", "test_ood")
     assert cfg.models["weak"].tiny.arch == "llama" and cfg.models["weak"].lora is None
@@ -45,8 +45,8 @@ def test_malformed_yaml_names_the_line(tmp_path):
 
 
 def test_unknown_key_suggests_the_right_one():
-    with pytest.raises(ConfigError, match=r"config key boosting.alpah: unknown key 'alpah'. Did you mean 'alpha'\?"):
-        config.from_dict(raw(boosting={"alpah": "samme"}))
+    with pytest.raises(ConfigError, match=r"config key boosting.priorr: unknown key 'priorr'. Did you mean 'prior'\?"):
+        config.from_dict(raw(boosting={"priorr": "vocab"}))
 
 
 def test_wrong_type_names_the_key_path():

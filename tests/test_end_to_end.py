@@ -32,13 +32,13 @@ import yaml
 from ensemw2s import config as config_mod
 from ensemw2s import steps
 from ensemw2s.figures import FIGURES
-from ensemw2s.tables import TABLES
+from ensemw2s.tables import TABLES, tables_for
 from ensemw2s.splitdir import SPLITS
 from ensemw2s.training import KILL_AFTER_FIRST_SAVE
 from tests.conftest import REPO, SHARED_DATA
 from tests.test_workflow import job_counts
 
-ROLES = {"weak_base", "strong_base", "expert", "ensemble", "student", "ceiling"}
+ROLES = {"weak_base", "strong_base", "expert", "ensemble", "student", "replicate", "ceiling"}
 # just enough training that the ensemble's greedy answers are not empty (else no student can train)
 TINY = {"arch": "llama", "num_heads": 4, "vocab_size": 300, "max_position": 128, "pretrain_steps": 60,
         "pretrain_docs": 400, "pretrain_batch_size": 16}
@@ -54,7 +54,8 @@ REDUCED = {
     },
     "pairs": [{"weak": "tiny-weak", "strong": "tiny-strong"}],
     "datasets": [{"name": "synthetic", "sizes": {s: 60 for s in SPLITS}}],
-    "boosting": {"rounds": 2, "variants": {"boost": {}}},
+    # boost, and the controls end to end: the partition (2 members, routed and token-level) and the longer expert
+    "boosting": {"rounds": 2, "variants": {"boost": {}, "partition": {"kind": "partition"}, "longer": {"kind": "longer"}}},
     "training": {"expert": {**TRAIN, "epochs": 4, "learning_rate": 0.01},
                  "student": {**TRAIN, "epochs": 2, "learning_rate": 0.005}},
     "evaluation": {"batch_size": 32, "max_new_tokens": 6, "bootstrap": 20, "limit": 30},
@@ -150,6 +151,7 @@ def complete(tmp_path_factory) -> Path:
 def test_every_target_of_rule_all_exists(complete):
     run = run_dir(complete)
     assert (run / "provenance.json").is_file()
+    assert tables_for(config_mod.load(run / "config.yaml")) == TABLES.names()  # the controls and A/A tables too
     for name in TABLES.names():
         for ext in ("csv", "md", "tex"):
             assert (run / "tables" / f"{name}.{ext}").stat().st_size > 0
@@ -182,6 +184,7 @@ def test_every_step_output_has_a_provenance_record(complete):
         "ensemble_manifest": [p for p in sorted((run / "ensembles").rglob("r*.json")) if not is_record(p)],
         "pseudo_label": sorted((run / "pseudo").rglob("r*.jsonl")),
         "train_student": [p for p in sorted((run / "students").glob("*/*/*/*/r*")) if p.is_dir()]
+                         + [p for p in sorted((run / "replicates").glob("*/*/*/*/r*")) if p.is_dir()]  # A/A
                          + [run / "ceiling" / "tiny-strong" / "synthetic" / "s0"],
         "evaluate": [p for p in sorted((run / "scores").rglob("*.json")) if not is_record(p)],
         "metrics": [run / "metrics.csv"],
@@ -211,8 +214,9 @@ def test_a_changed_key_reruns_only_the_jobs_it_influences(complete):
     res = snakemake(complete, "-n", "--cores", "2", "--configfile", str(complete / "reduced.yaml"), str(extra))
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = planned_jobs(res.stdout)
-    assert jobs["train_student"] == 2 and jobs["train_ceiling"] == 1
-    assert jobs["evaluate"] == 2 + 1 and jobs["metrics"] == 1  # the students' and the ceiling's scores
+    assert jobs["train_student"] == 2 + 1 and jobs["train_replicate"] == 1 and jobs["train_ceiling"] == 1
+    # the students' (boost r1, r2; longer r1), the replicate's, the ceiling's
+    assert jobs["evaluate"] == 3 + 1 + 1 and jobs["metrics"] == 1
     for untouched in ("prepare_model", "prepare_data", "train_expert", "ensemble_manifest", "pseudo_label"):
         assert untouched not in jobs, (untouched, jobs)
 
@@ -321,15 +325,15 @@ def test_a_variant_and_a_combine_rule_are_added_as_files(tmp_path):
     plugin = tmp_path / "max_combine.py"
     plugin.write_text(PLUGIN)
     wd = workdir(tmp_path / "wd", plugins=[str(plugin)],
-                 boosting={"rounds": 2, "variants": {"boost": {}, "boost-ada-max": {"alpha": "adaboost", "combine": "max"}}})
+                 boosting={"rounds": 2, "variants": {"boost": {}, "boost-ada-max": {"prior": "none", "combine": "max"}}})
     res = snakemake(wd, "--cores", "2")
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     run = run_dir(wd)
     manifest = json.loads((run / "ensembles/tiny-weak/synthetic/s0/boost-ada-max/r2.json").read_text())
     assert manifest["combine"] == "max" and manifest["weighting"] == "alpha"
-    assert all("/boost-ada-max/r" in e for e in manifest["experts"])  # its own experts (adaboost trains differently)
+    assert all("/boost-ada-max/r" in e for e in manifest["experts"])  # its own experts (prior none trains differently)
     record = json.loads((run / "experts/tiny-weak/synthetic/s0/boost-ada-max/r2/boosting.json").read_text())
-    assert record["alpha_rule"] == "adaboost"
+    assert record["prior"] == "none" and record["prior_term"] == 0.0
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     col = header.split(",").index("ensemble")
     named = {row.split(",")[col] for row in rows}

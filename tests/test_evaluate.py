@@ -237,3 +237,31 @@ def test_bad_inputs_fail_early_with_the_fix(tmp_path, tiny_model_dir):
     with pytest.raises(DataFileError, match=r"val.jsonl line 1: missing field\(s\) answer"):
         evaluate(cfg, "synthetic", data, tiny_model_dir, None, META, None, out)
     assert not out.exists()
+
+
+def test_picks_and_gold_agree_with_acc(scored):
+    """format 2: per_example pick/gold, one per uid; gold is the split's gold index and acc == (pick == gold)."""
+    _, data, _, score = scored
+    for split in SPLITS:
+        block = score["splits"][split]
+        rows = [json.loads(line) for line in (data / f"{split}.jsonl").read_text().splitlines()]
+        pick, gold = block["per_example"]["pick"], block["per_example"]["gold"]
+        assert len(pick) == len(gold) == len(block["uids"]) == len(rows)
+        assert gold == [r["gold"] for r in rows]
+        assert all(0 <= p < len(r["choices"]) and isinstance(p, int) for p, r in zip(pick, rows))
+        assert block["per_example"]["acc"] == [int(p == g) for p, g in zip(pick, gold)]
+
+
+def test_mc_pick_by_hand():
+    from ensemw2s.evaluate import mc_pick
+
+    doc = {"uid": "u", "gold": 2}
+    # filtered_resps: (loglikelihood, is_greedy) per choice; the largest wins, the first of equal ones
+    assert mc_pick({"doc": doc, "target": 2, "acc": 1.0,
+                    "filtered_resps": [(-3.0, False), (-2.5, False), (-0.5, True)]}) == (2, 2)
+    assert mc_pick({"doc": doc, "target": 2, "acc": 0.0,
+                    "filtered_resps": [(-1.0, False), (-1.0, False), (-4.0, False)]}) == (0, 2)
+    # resps (each wrapped in a list) where filtered_resps is absent; gold from the doc without a target
+    assert mc_pick({"doc": doc, "acc": 0.0, "resps": [[(-2.0, False)], [(-1.0, True)], [(-3.0, False)]]}) == (1, 2)
+    with pytest.raises(AssertionError, match="disagrees"):
+        mc_pick({"doc": doc, "target": 2, "acc": 1.0, "filtered_resps": [(-1.0, True), (-2.0, False), (-3.0, False)]})

@@ -33,8 +33,9 @@ def run(tmp_path_factory):
 
 
 def test_names_are_the_tables_then_the_figures():
-    assert report.names() == ["ablations", "compute", "experts", "paper_claims", "rounds", "students", "summary",
-                              "acc_by_difficulty", "acc_vs_rounds", "eps_alpha", "pgr", "weight_concentration"]
+    assert report.names() == ["ablations", "compute", "controls", "controls_aa", "diagnostics", "experts", "paper_claims",
+                              "rounds", "students", "summary", "variants", "acc_by_difficulty", "acc_vs_rounds", "diagnostics_rounds",
+                              "eps_alpha", "pgr", "weight_concentration"]
     assert report.names() == TABLES.names() + FIGURES.names()
 
 
@@ -63,3 +64,8 @@ def test_unknown_name_and_missing_rows_are_user_errors(run, tmp_path):
     with pytest.raises(UserError, match="no rows for students"):
         report.make("students", only_header, [], tmp_path / "s")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_no_table_and_figure_share_a_name():
+    """`report --name` looks in the tables first: a figure named like a table could never be drawn."""
+    assert not set(TABLES.names()) & set(FIGURES.names())

@@ -65,10 +65,11 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     miss1 = torch.cat(answer_token_misses(load_causal_lm(r1 / "model"), tok, rows, 6, 64))
     assert rec1["round"] == 1 and rec1["variant"] == "boost" and not rec1["stopped"] and rec1["stop_reason"] is None
     assert rec1["perfect_fit"] is False and rec1["n_missed"] > 0
-    assert rec1["K"] == K and rec1["n_tokens"] == n and rec1["n_missed"] == int(miss1.sum())
+    assert rec1["vocab_size"] == K and rec1["n_tokens"] == n and rec1["n_missed"] == int(miss1.sum())
     assert rec1["eps"] == pytest.approx(int(miss1.sum()) / n)
     assert 0 < rec1["eps"] < 1 - 1 / K
-    assert rec1["alpha"] == pytest.approx(boosting.alpha("samme", rec1["eps"], K))
+    assert rec1["prior"] == "vocab" and rec1["prior_term"] == math.log(K - 1) and rec1["e_ref"] is None
+    assert rec1["alpha"] == math.log((1 - rec1["eps"]) / rec1["eps"]) + math.log(K - 1)  # SAMME, bit for bit
     assert rec1["tokens_processed"] > 0 and rec1["wall_time_s"] > 0
     assert set(rec1) >= {"weight_entropy", "weight_top10_share"}
     # the mass on h_1's missed tokens grows from eps_1 to 1 - 1/K (SAMME)
@@ -79,13 +80,20 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
     assert rec1["missed_token_share"] == rec1["n_missed"] / n
     assert rec1["effective_sample_size"] == pytest.approx(float(1 / (w1["weights"] ** 2).sum()), rel=1e-12)
     assert not (tmp_path / "boost" / "r1.ckpt").exists()  # trainer checkpoints removed on success
+    # h_1's own misses, for the diagnostics: weak_train (the same as eps's) and val
+    own = json.loads((r1 / "answer_misses.json").read_text())
+    assert own["weak_train"]["uids"] == [r["uid"] for r in rows]
+    assert [m for row in own["weak_train"]["missed"] for m in row] == miss1.int().tolist()
+    val = [json.loads(line) for line in (data / "val.jsonl").read_text().splitlines()]
+    val_miss = answer_token_misses(load_causal_lm(r1 / "model"), tok, val, 6, 64)
+    assert own["val"] == {"uids": [r["uid"] for r in val], "missed": [m.int().tolist() for m in val_miss]}
 
     rec2, w2 = run(c, "boost", 2, data, tiny_model_dir, r1, r2)
     assert loaded == [tiny_model_dir.resolve()] * 2  # h_2 starts from the weak base, not from h_1
     D2 = w1["weights"].double()
     miss2 = torch.cat(answer_token_misses(load_causal_lm(r2 / "model"), tok, rows, 6, 64))
     assert rec2["round"] == 2 and rec2["eps"] == pytest.approx(float((D2 * miss2).sum()), rel=1e-5)
-    expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], "samme", round=2)
+    expected = boosting.update_weights(D2 / D2.sum(), miss2, rec2["alpha"], round=2)
     torch.testing.assert_close(w2["weights"], expected)
     record = json.loads((tmp_path / "boost" / "r2.provenance.json").read_text())
     keys = steps.keys(c, "train_expert", weak="weak", variant="boost")
@@ -110,7 +118,7 @@ def test_two_boost_rounds_move_weight_to_the_missed_tokens(cfg, tiny_model_dir, 
 
 def test_chance_level_expert_stops_boosting(cfg, tiny_model_dir, tmp_path, monkeypatch):
     # K = 2: chance is eps = 0.5; a barely trained random model misses most tokens -> alpha < 0
-    c = cfg(boosting={"rounds": 2, "samme_k": 2}, learning_rate=1e-7, epochs=1)
+    c = cfg(boosting={"rounds": 2, "prior": 2}, learning_rate=1e-7, epochs=1)
     data = write_split_dir(tmp_path / "data")
     rec, w = run(c, "boost", 1, data, tiny_model_dir, None, tmp_path / "r1")
     assert rec["stopped"] and rec["alpha"] <= 0 and rec["eps"] >= 0.5
@@ -125,21 +133,22 @@ def test_chance_level_expert_stops_boosting(cfg, tiny_model_dir, tmp_path, monke
     assert json.loads((tmp_path / "r2.provenance.json").read_text())["extra"]["stopped"]
 
 
-def misses_at(*positions):
-    """A stand-in for answer_token_misses: the expert misses exactly these (row, answer position) tokens."""
-    def misses(model, tokenizer, rows, batch_size, max_length):
+def misses_at(*positions, gold_prob: float = 0.0):
+    """A stand-in for answer_token_predictions: the expert misses exactly these (row, answer position)
+    tokens, giving the gold token probability gold_prob there and 1 elsewhere."""
+    def predictions(model, tokenizer, rows, batch_size, max_length):
         out = [torch.zeros(len(x), dtype=torch.bool) for x in answer_token_ids(tokenizer, rows, max_length)]
         for row, j in positions:
             out[row][j] = True
-        return out
-    return misses
+        return out, [torch.where(m, gold_prob, 1.0) for m in out]
+    return predictions
 
 
 def test_a_perfect_fit_keeps_its_expert_and_ends_boosting(cfg, tiny_model_dir, tmp_path, monkeypatch):
     c, data = cfg(epochs=1), write_split_dir(tmp_path / "data")
-    monkeypatch.setattr(rounds, "answer_token_misses", misses_at())  # no answer token missed
+    monkeypatch.setattr(rounds, "answer_token_predictions", misses_at())  # no answer token missed
     rec, w = run(c, "boost", 1, data, tiny_model_dir, None, tmp_path / "r1")
-    n, K = rec["n_tokens"], rec["K"]
+    n, K = rec["n_tokens"], rec["vocab_size"]
     assert rec["n_missed"] == 0 and rec["perfect_fit"] is True
     assert not rec["stopped"] and (tmp_path / "r1" / "model").is_dir()  # the expert is kept ...
     assert rec["stop_reason"].startswith("round 1: perfect_fit: no answer token missed")  # ... and boosting ends
@@ -159,14 +168,14 @@ def test_a_perfect_fit_keeps_its_expert_and_ends_boosting(cfg, tiny_model_dir, t
     assert manifest["experts"] == [str(tmp_path / "r1" / "model")] and manifest["weights"] == [rec["alpha"]]
 
 
-def test_an_adaboost_round_leaves_half_the_mass_on_the_misses(cfg, tiny_model_dir, tmp_path, monkeypatch):
-    c, data = cfg(boosting={"rounds": 2, "alpha": "adaboost"}, epochs=1), write_split_dir(tmp_path / "data")
-    monkeypatch.setattr(rounds, "answer_token_misses", misses_at((0, 0), (3, 0)))
+def test_a_prior_none_round_leaves_half_the_mass_on_the_misses(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    c, data = cfg(boosting={"rounds": 2, "prior": "none"}, epochs=1), write_split_dir(tmp_path / "data")
+    monkeypatch.setattr(rounds, "answer_token_predictions", misses_at((0, 0), (3, 0)))
     rec, w = run(c, "boost", 1, data, tiny_model_dir, None, tmp_path / "r1")
     n = rec["n_tokens"]
     assert rec["n_missed"] == 2 and rec["eps"] == pytest.approx(2 / n, rel=1e-15)
-    assert rec["alpha"] == pytest.approx(0.5 * math.log((n - 2) / 2), rel=1e-12)  # the ensemble weight is unchanged
-    # a miss gains exp(2 alpha) = (n - 2) / 2: missed 2 * (n-2)/2 = n - 2 against n - 2 kept -> each token 1/(2(n-2))
+    assert rec["prior_term"] == 0.0 and rec["alpha"] == pytest.approx(math.log((n - 2) / 2), rel=1e-12)
+    # binary AdaBoost: a miss gains exp(alpha) = (n - 2) / 2: missed 2 * (n-2)/2 = n - 2 against n - 2 kept -> each token 1/(2(n-2))
     # on the hits and 1/4 on each miss; sums of n float64 terms of at most 1/2: 1e-12 is loose
     starts = w["offsets"][[0, 3]]
     assert w["weights"][starts].tolist() == pytest.approx([0.25, 0.25], abs=1e-12)
@@ -202,11 +211,87 @@ def test_a_variants_learning_rate_and_uniform_mix_reach_its_update(cfg, tiny_mod
     rows = [json.loads(line) for line in (data / "weak_train.jsonl").read_text().splitlines()]
     miss = torch.cat(answer_token_misses(load_causal_lm(tmp_path / "r1" / "model"), tok, rows, 6, 64))
     n = len(miss)
-    want = boosting.update_weights(torch.full((n,), 1 / n, dtype=torch.float64), miss, rec["alpha"], "samme", 1,
+    want = boosting.update_weights(torch.full((n,), 1 / n, dtype=torch.float64), miss, rec["alpha"], 1,
                                    learning_rate=0.5, uniform_mix=0.2)
     torch.testing.assert_close(w["weights"], want, rtol=0, atol=1e-15)
     assert rec["alpha_update"] == 0.5 * rec["alpha"]
     assert w["weights"].min().item() >= 0.2 / n * (1 - 1e-12)  # the floor lambda / n
+
+
+def test_prior_base_error_is_the_weak_bases_token_error_measured_once(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    c = cfg(boosting={"rounds": 2, "variants": {"boost-base": {"prior": "base_error"}}}, epochs=1)
+    data = write_split_dir(tmp_path / "data")
+    rows = [json.loads(line) for line in (data / "weak_train.jsonl").read_text().splitlines()]
+    scored = []  # the rows of each answer_token_misses call (the base on weak_train; each expert on val)
+
+    def first_token_missed(model, tokenizer, rows, batch_size, max_length):
+        scored.append([r["uid"] for r in rows])
+        return [torch.arange(len(x)) == 0 for x in answer_token_ids(tokenizer, rows, max_length)]
+
+    monkeypatch.setattr(rounds, "answer_token_misses", first_token_missed)
+    monkeypatch.setattr(rounds, "answer_token_predictions", misses_at((0, 0), (3, 0)))  # eps = 2 / n
+    rec, _ = run(c, "boost-base", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    n, N = rec["n_tokens"], len(rows)
+    e_ref = N / n  # the base misses one token per row
+    assert scored[0] == [r["uid"] for r in rows]
+    assert rec["e_ref"] == pytest.approx(e_ref, rel=1e-15)
+    assert rec["prior_term"] == pytest.approx(math.log(e_ref / (1 - e_ref)), rel=1e-12)
+    assert rec["alpha"] == pytest.approx(math.log((n - 2) / 2) + math.log(e_ref / (1 - e_ref)), rel=1e-12)
+    # round 2 reads e_ref from round 1 instead of scoring the base again: only val is scored (own misses)
+    scored.clear()
+    monkeypatch.setattr(rounds, "answer_token_predictions", misses_at((1, 0)))
+    rec2, _ = run(c, "boost-base", 2, data, tiny_model_dir, tmp_path / "r1", tmp_path / "r2")
+    assert len(scored) == 1 and scored[0] != [r["uid"] for r in rows]
+    assert rec2["e_ref"] == rec["e_ref"] and rec2["prior_term"] == rec["prior_term"]
+
+
+def test_soft_misses_enter_eps_and_the_update(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    """Two tokens missed with p(gold) = 0.25, every other token right with p(gold) = 1: under miss soft,
+    eps = (2 / n) * 0.75 and a missed token gains exp(0.75 alpha) (hand-worked; prior none)."""
+    c = cfg(boosting={"rounds": 2, "variants": {"soft": {"miss": "soft", "prior": "none"}}}, epochs=1)
+    data = write_split_dir(tmp_path / "data")
+    monkeypatch.setattr(rounds, "answer_token_predictions", misses_at((0, 0), (3, 0), gold_prob=0.25))
+    rec, w = run(c, "soft", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    n = rec["n_tokens"]
+    eps = 2 / n * 0.75
+    assert rec["miss"] == "soft" and rec["eps"] == pytest.approx(eps, rel=1e-12)
+    alpha = math.log((1 - eps) / eps)
+    assert rec["alpha"] == pytest.approx(alpha, rel=1e-12)
+    gain = math.exp(0.75 * alpha)
+    starts = w["offsets"][[0, 3]]
+    assert w["weights"][starts].tolist() == pytest.approx([gain / (n - 2 + 2 * gain)] * 2, rel=1e-12)
+    assert rec["missed_token_share"] == 2 / n  # hard misses, for the record
+
+
+def test_out_of_fold_misses_come_from_copies_without_the_rows_fold(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    c = cfg(boosting={"rounds": 2, "variants": {"oof": {"miss_on": "out_of_fold", "folds": 2}}}, epochs=1)
+    data = write_split_dir(tmp_path / "data")
+    rows = [json.loads(line) for line in (data / "weak_train.jsonl").read_text().splitlines()]
+    fitted = []  # the uids each fit saw
+    real_fit = rounds.fit
+    monkeypatch.setattr(rounds, "fit", lambda m, t, r, *a, **kw: fitted.append({x["uid"] for x in r}) or real_fit(m, t, r, *a, **kw))
+    seen = []  # the rows each prediction pass scored
+
+    def predictions(model, tokenizer, pred_rows, batch_size, max_length):
+        seen.append([r["uid"] for r in pred_rows])
+        ids = answer_token_ids(tokenizer, pred_rows, max_length)
+        full = len(seen) == 1  # h_1 itself misses nothing; each out-of-fold copy misses every first token
+        out = [torch.zeros(len(x), dtype=torch.bool) for x in ids]
+        for m in out:
+            m[0] = not full
+        return out, [(~m).float() for m in out]
+
+    monkeypatch.setattr(rounds, "answer_token_predictions", predictions)
+    rec, _ = run(c, "oof", 1, data, tiny_model_dir, None, tmp_path / "r1")
+    uids = {r["uid"] for r in rows}
+    assert fitted[0] == uids and len(fitted) == 3  # h_1, then one copy per fold
+    held = [uids - f for f in fitted[1:]]
+    assert held[0] | held[1] == uids and not held[0] & held[1] and abs(len(held[0]) - len(held[1])) <= 1
+    assert [set(s) for s in seen[1:]] == held  # each copy scores exactly the fold it did not see
+    assert rec["n_missed"] == len(rows)  # the out-of-fold misses (one per row), not h_1's own (none)
+    assert rec["extra_trainings"] == 2
+    own = json.loads((tmp_path / "r1" / "answer_misses.json").read_text())
+    assert not any(any(row) for row in own["weak_train"]["missed"])  # h_1's own misses: none
 
 
 def test_a_non_finite_loss_names_the_step_and_the_round(cfg, tiny_model_dir, tmp_path, monkeypatch):
@@ -222,7 +307,7 @@ def test_bagging_with_lora_saves_an_adapter_and_keeps_uniform_weights(cfg, tiny_
     c = cfg(boosting={"rounds": 2, "variants": {"bagging": {"kind": "bagging"}}}, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
     data = write_split_dir(tmp_path / "data")
     rec, w = run(c, "bagging", 1, data, tiny_model_dir, None, tmp_path / "r1")
-    assert rec["alpha"] == 1.0 and rec["alpha_rule"] == "uniform" and not rec["stopped"]
+    assert rec["alpha"] == 1.0 and rec["prior"] == "uniform" and not rec["stopped"]
     assert torch.allclose(w["weights"], torch.full_like(w["weights"], 1 / len(w["weights"])))
     assert (tmp_path / "r1" / "model" / "adapter_config.json").is_file()
     assert not (tmp_path / "r1" / "model" / "model.safetensors").exists()

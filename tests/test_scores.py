@@ -58,3 +58,20 @@ def test_a_bad_score_file_names_the_file_and_the_field(tmp_path):
         write_json(path, bad)
         with pytest.raises(DataFileError, match=message):
             load_score(path)
+
+
+def test_picks_and_the_replicate_role(tmp_path):
+    """format 2: per_example pick/gold (one int per uid) read back; a truncated pick list is refused; the A/A
+    control's role `replicate` is a role; files without picks stay valid."""
+    from ensemw2s.scores import PICKS, ROLES
+
+    assert PICKS == ("pick", "gold") and "replicate" in ROLES
+    block = {"n": 3, "acc": 1 / 3, "per_example": {"acc": [1, 0, 0], "pick": [2, 0, 1], "gold": [2, 1, 0]},
+             "uids": ["a", "b", "c"]}
+    replicate = {**score(test_id=block), "meta": {**score()["meta"], "role": "replicate", "round": 1}}
+    write_json(tmp_path / "r.json", replicate)
+    assert load_score(tmp_path / "r.json") == replicate
+    assert parse_meta({**META, "role": "replicate", "strong_model": "s"}, "sciq")["role"] == "replicate"
+    write_json(tmp_path / "bad.json", score(test_id={**block, "per_example": {**block["per_example"], "pick": [2, 0]}}))
+    with pytest.raises(DataFileError, match="per_example.pick has 2 values for 3 uids"):
+        load_score(tmp_path / "bad.json")

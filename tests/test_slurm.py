@@ -42,7 +42,7 @@ RESOURCES = {
     "evaluate": {"gpu": 1, "mem_mb": 1700, "runtime": 17, "cpus_per_gpu": 6},
     "report": {"gpu": 0, "mem_mb": 1800, "runtime": 18},
 }
-STEP = {"train_ceiling": "train_student", "metrics": "report", "provenance": "report", "table": "report",
+STEP = {"train_ceiling": "train_student", "train_replicate": "train_student", "metrics": "report", "provenance": "report", "table": "report",
         "figure": "report"}  # rule -> step, where they differ
 FAIL_FIRST = "rule_prepare_data_"  # the one job whose first attempt fails
 
@@ -119,7 +119,8 @@ def test_each_sbatch_carries_its_rules_resources_account_and_partition(runs):
             assert (opts["--gpus"], opts["--cpus-per-gpu"]) == (str(want["gpu"]), str(want["cpus_per_gpu"])), opts
         else:
             assert "--gpus" not in opts and opts["--cpus-per-task"] == "1", opts  # threads: 1
-    assert rules == set(RESOURCES) - {"report"} | {"train_ceiling", "metrics", "provenance", "table", "figure"}
+    assert rules == set(RESOURCES) - {"report"} | {"train_ceiling", "train_replicate", "metrics", "provenance", "table",
+                                                   "figure"}
     steps = [c for c in runs["calls"] if c["cmd"] == "srun"]  # each job's step asks for the job's GPUs
     gpus = {job["id"]: job["opts"].get("--gpus") for job in runs["jobs"]}
     assert sorted(c["job"] for c in steps) == sorted(j["id"] for j in runs["jobs"] if not j["failed_on_purpose"])

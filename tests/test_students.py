@@ -166,3 +166,40 @@ def test_a_pool_with_answers_is_a_leak(tmp_path):
     write_jsonl(data / "student_pool.jsonl", [dict(pool[0], answer="gold")] + pool[1:])
     with pytest.raises(UserError, match=r"row 1: field\(s\) answer are not in the student_pool allow-list"):
         students.training_rows(data, labels=None, gold=True)
+
+
+def test_a_replicate_changes_the_training_seed_and_only_it(cfg, tiny_model_dir, tmp_path, monkeypatch):
+    """--replicate N (the A/A control): the same rows, settings and val answers, another seed, recorded."""
+    import hashlib
+
+    by_hand = lambda seed, n: int(hashlib.sha256(json.dumps([seed, "replicate", n], separators=(",", ":"))  # noqa: E731
+                                               .encode()).hexdigest()[:16], 16) % 2**31
+    assert students.replicate_seed(0, 0) == 0 and students.replicate_seed(7, 0) == 7  # replicate 0: the student
+    assert students.replicate_seed(0, 1) == by_hand(0, 1) != students.replicate_seed(0, 2) == by_hand(0, 2)
+    assert students.replicate_seed(1, 1) == by_hand(1, 1) != by_hand(0, 1)
+    with pytest.raises(UserError, match="--replicate must be 0"):
+        students.replicate_seed(0, -1)
+    data = write_split_dir(tmp_path / "data")
+    labels = pseudo_labels(data, tmp_path / "pseudo.jsonl")
+    val_labels = pseudo_labels(data, tmp_path / "pseudo.val.jsonl", split="val")
+    calls, real = [], students.fit
+    monkeypatch.setattr(students, "fit", lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    weights, infos = {}, {}
+    for n in (0, 1):
+        students.train_student(cfg, strong="strong", seed=0, data=data, base=tiny_model_dir, labels=labels, gold=False,
+                               out=tmp_path / f"r{n}", val_labels=val_labels, replicate=n)
+        weights[n] = load_causal_lm(tmp_path / f"r{n}" / "model").state_dict()
+        infos[n] = json.loads((tmp_path / f"r{n}" / "train.json").read_text())
+    (args0, kw0), (args1, kw1) = calls
+    # fit(model, tokenizer, rows, spec, seed, ckpt, val_rows=...): rows, spec and val rows equal, the seed not
+    assert args0[2] == args1[2] and args0[3] == args1[3] and kw0 == kw1
+    assert (args0[4], args1[4]) == (0, by_hand(0, 1))
+    assert {k: infos[0][k] for k in ("seed", "replicate", "train_seed")} == {"seed": 0, "replicate": 0, "train_seed": 0}
+    assert {k: infos[1][k] for k in ("seed", "replicate", "train_seed")} == {"seed": 0, "replicate": 1,
+                                                                            "train_seed": by_hand(0, 1)}
+    record = json.loads((tmp_path / "r1.provenance.json").read_text())
+    assert record["extra"]["replicate"] == 1 and record["extra"]["train_seed"] == by_hand(0, 1)
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # another seed, another model
+    with pytest.raises(UserError, match="the ceiling has no replicates"):
+        students.train_student(cfg, strong="strong", seed=0, data=data, base=tiny_model_dir, labels=None, gold=True,
+                               out=tmp_path / "c", replicate=1)

@@ -38,7 +38,7 @@ def _rows_csv(path, rows):
 
 def test_registry_names_every_table():
     assert TABLES.names() == sorted(["experts", "students", "rounds", "ablations", "compute", "paper_claims",
-                                     "summary"])
+                                     "summary", "controls_aa", "diagnostics", "controls", "variants"])
 
 
 def test_experts_table(run, tmp_path):
@@ -179,3 +179,130 @@ def test_protocol_note_names_each_pool_choice_once():
     assert protocol_note(cfg) == (
         "Student pool (student_pool): easy questions held out from weak_train, val and test_id (the W2S protocol) "
         "for sciq, quartz; hard questions (the pool shares test_ood's distribution) for arc.")
+
+
+def test_controls_aa_table(tmp_path, make_config):
+    """The A/A difference per seed and pooled, with its CI and whether the CI includes 0 (test_collect.AA_ACC:
+    seed 0: 0 points, CI includes 0; seed 1: +60, and pooled: +30, whose CIs exclude 0)."""
+    from ensemw2s.collect import write_metrics
+    from tests.test_collect import aa_score_files
+
+    metrics = write_metrics(make_config(), aa_score_files(tmp_path / "scores"), [], tmp_path / "metrics.csv")
+    _write("controls_aa", metrics, [], tmp_path / "controls_aa")
+    frame = pd.read_csv(tmp_path / "controls_aa.csv", keep_default_na=False, dtype={"seed": str})
+    assert list(frame.columns[:4]) == ["dataset", "pair", "supervisor", "seed"]
+    assert list(frame["seed"]) == ["0", "1", "all"] and set(frame["supervisor"]) == {"boost r=1"}
+    assert frame["pair"].tolist() == ["w -> s"] * 3
+    assert frame["ID acc (points)"].tolist() == pytest.approx([0.0, 60.0, 30.0], abs=1e-4)
+    assert frame["ID acc: CI includes 0?"].tolist() == ["yes", "no: the CIs are too narrow",
+                                                        "no: the CIs are too narrow"]
+    md = (tmp_path / "controls_aa.md").read_text()
+    assert "+60.0 [+29.6, +90.4]" in md and "+30.0 [+9.4, +50.6]" in md  # 60 -+ 1.96 * 15.49, 30 -+ 1.96 * 10.49
+    only_header = tmp_path / "empty.csv"
+    only_header.write_text(",".join(pd.read_csv(metrics, nrows=0).columns) + "\n")
+    with pytest.raises(UserError, match="aa_replicate"):
+        _write("controls_aa", only_header, [], tmp_path / "none")
+
+
+def _diag_row(metric, split, value, seed="0", role="expert", ensemble="boost", r=2, lo="", hi="", score=""):
+    return {"weak_model": "w", "strong_model": "", "dataset": "d", "eval_split": split, "role": role,
+            "ensemble": ensemble, "round": r, "seed": seed, "score": score, "metric": metric, "value": value,
+            "ci_low": lo, "ci_high": hi, "n": 5, "note": ""}
+
+
+def test_diagnostics_table_by_hand(tmp_path):
+    """One row per variant and round; the seed-'all' row where there is one, else the single seed's."""
+    rows = [_diag_row("eps", "weak_train", 0.2), _diag_row("eps", "weak_train", 0.3, seed="1"),
+            _diag_row("eps", "weak_train", 0.25, seed="all", lo=0.1, hi=0.4),
+            _diag_row("alpha", "weak_train", 12.34567),
+            _diag_row("effective_sample_size", "weak_train", 1234.4),
+            _diag_row("fix_rate_tokens", "val", 0.5),
+            _diag_row("fix_rate_tokens", "weak_train", 0.9),  # not shown: the table's fix rates are val's
+            _diag_row("oracle_acc", "val", 0.75, seed="all", role="ensemble", lo=0.7, hi=0.8, score="acc"),
+            _diag_row("oracle_acc", "test_id", 0.6, role="ensemble", score="acc"),
+            _diag_row("expert_disagreement", "test_id", 0.4, role="ensemble", ensemble="boost-uniform", score="acc"),
+            _diag_row("eps", "weak_train", 0.1, r=1),
+            _diag_row("acc", "val", 0.5, score="acc")]  # not a diagnostic
+    _write("diagnostics", _rows_csv(tmp_path / "m.csv", rows), [], tmp_path / "diagnostics")
+    frame = pd.read_csv(tmp_path / "diagnostics.csv")
+    assert list(frame.columns[:4]) == ["dataset", "weak_model", "ensemble", "round"]
+    assert [c for c in frame.columns[4:] if "ci_" not in c] == [
+        "eps", "alpha", "ESS", "val fix rate tokens", "val oracle acc", "ID oracle acc", "ID disagreement"]
+    assert list(zip(frame["ensemble"], frame["round"])) == [("boost", 1), ("boost", 2), ("boost-uniform", 2)]
+    r2 = frame.iloc[1]
+    assert (r2["eps"], r2["eps ci_low"], r2["eps ci_high"]) == (0.25, 0.1, 0.4)  # pooled over the two seeds
+    assert (r2["alpha"], r2["val fix rate tokens"], r2["val oracle acc"], r2["ID oracle acc"]) == (
+        12.3457, 0.5, 0.75, 0.6)  # the CSV keeps 6 significant digits
+    assert frame.iloc[2]["ID disagreement"] == 0.4 and pd.isna(frame.iloc[2]["eps"])
+    md = (tmp_path / "diagnostics.md").read_text()
+    line = next(x for x in md.splitlines() if "| boost " in x and "| 2 " in x)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4:] == ["0.25 [0.1, 0.4]", "12.35", "1,234", "50.0", "75.0 [70.0, 80.0]", "60.0", ""]
+
+
+def test_controls_table(tmp_path, make_config):
+    """The partition control and the longer baseline from test_controls' hand-made scores (one seed): member 1
+    100% on its part, 25% elsewhere, competent; member 2 75% on its part (p = 13/256: not); routed 7/8."""
+    from ensemw2s.collect import write_metrics
+    from tests.test_controls import VARIANTS, fake_control_run
+
+    cfg = make_config(boosting={"rounds": 2, "variants": VARIANTS})
+    scores, boosting = fake_control_run(tmp_path)
+    metrics = write_metrics(cfg, scores, boosting, tmp_path / "metrics.csv")
+    _write("controls", metrics, boosting, tmp_path / "controls")
+    frame = pd.read_csv(tmp_path / "controls.csv", keep_default_na=False)
+    assert list(frame.columns[:5]) == ["dataset", "weak_model", "ensemble", "model", "eval_split"]
+    val = frame[frame["eval_split"] == "val"].set_index(["ensemble", "model"])
+    num = lambda key, col: float(val.loc[key, col])  # noqa: E731  (columns with empty cells read as text)
+    assert num(("partition", "member r=1"), "own part") == 1.0
+    assert num(("partition", "member r=2"), "other parts") == 0.25
+    assert val.loc[("partition", "member r=1"), "competent"].startswith("yes (one-sided exact binomial p = 0.00391")
+    assert val.loc[("partition", "member r=2"), "competent"].startswith("no (")
+    assert num(("partition", "member r=2"), "routed minus member (points)") == pytest.approx(37.5)
+    assert num(("partition", "ensemble r=2"), "routed") == 0.875
+    assert num(("partition", "ensemble r=2"), "token ensemble") == 0.75
+    assert num(("partition", "ensemble r=2"), "gain kept by token mixing") == pytest.approx(0.5)
+    assert val.loc[("partition", "ensemble r=2"), "valid"] == "no (incompetent member(s): 2)"
+    assert num(("boost", "ensemble r=2"), "vs longer (points)") == pytest.approx(12.5)
+    md = (tmp_path / "controls.md").read_text()
+    assert "routed ensemble does not beat member 1: measurement broken" not in md  # notes show only for n/a cells
+    assert "| +25.0 [" in md  # partition r2 vs longer on val
+
+
+def _gain_row(role, metric, split, value, ensemble, r, seed="all", lo="", hi="", strong="", score="acc"):
+    return {**_diag_row(metric, split, value, seed=seed, role=role, ensemble=ensemble, r=r, lo=lo, hi=hi, score=score),
+            "strong_model": strong}
+
+
+def test_variants_table_reads_each_variant_at_its_last_round(tmp_path):
+    """boost at r = 3 (not r = 2), longer at its one round; the training tokens of all rounds summed; pooled rows
+    (seed = all) where there are several seeds, acc only (acc_norm is not the primary score)."""
+    rows = [
+        _gain_row("ensemble", "acc", "val", 0.6, "boost", 1), _gain_row("ensemble", "acc", "val", 0.62, "boost", 3),
+        _gain_row("ensemble", "improvement_vs_expert1", "val", 4.0, "boost", 2),
+        _gain_row("ensemble", "improvement_vs_expert1", "val", -2.0, "boost", 3, lo=-5.0, hi=1.0),
+        _gain_row("ensemble", "improvement_vs_expert1", "val", 9.0, "boost", 3, score="acc_norm"),
+        _gain_row("ensemble", "improvement_vs_expert1", "test_id", 1.5, "boost", 3, seed="0"),  # one seed only
+        _gain_row("ensemble", "acc", "val", 0.7, "longer", 1),
+        _gain_row("ensemble", "improvement_vs_expert1", "val", 10.0, "longer", 1, lo=6.0, hi=14.0),
+        _gain_row("student", "improvement_vs_student1", "test_id", 3.0, "boost", 3, strong="s", lo=1.0, hi=5.0),
+        _gain_row("expert", "fix_rate_tokens", "val", 0.25, "boost", 3, score=""),
+        _gain_row("expert", "fix_rate_tokens", "val", 0.75, "boost", 2, score=""),
+        _gain_row("ensemble", "oracle_acc", "val", 0.8, "boost", 3),
+        *[_gain_row("expert", "training_tokens", "weak_train", t, "boost", r, score="") for r, t in ((1, 100), (2, 200),
+                                                                                                    (3, 300))],
+        _gain_row("expert", "training_tokens", "weak_train", 900, "longer", 1, score=""),
+    ]
+    _write("variants", _rows_csv(tmp_path / "m.csv", rows), [], tmp_path / "variants")
+    frame = pd.read_csv(tmp_path / "variants.csv").set_index("ensemble")
+    assert list(frame.index) == ["boost", "longer"]
+    boost, longer = frame.loc["boost"], frame.loc["longer"]
+    assert (boost["r"], longer["r"]) == (3, 1)
+    assert (boost["ensemble - h_1, val"], boost["ensemble - h_1, val ci_low"]) == (-2.0, -5.0)
+    assert boost["ensemble - h_1, ID"] == 1.5  # the single seed's row where no pooled one exists
+    assert (boost["student - student of h_1, ID"], boost["token fix rate h_r, val"]) == (3.0, 0.25)
+    assert (boost["oracle, val"], boost["training tokens (all rounds)"]) == (0.8, 600)
+    assert (longer["ensemble - h_1, val"], longer["training tokens (all rounds)"]) == (10.0, 900)
+    assert pd.isna(longer["token fix rate h_r, val"])
+    line = next(x for x in (tmp_path / "variants.md").read_text().splitlines() if "| boost " in x)
+    assert "-2.0 [-5.0, +1.0]" in line and "+3.0 [+1.0, +5.0]" in line and "25.0" in line and "600" in line

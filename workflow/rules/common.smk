@@ -19,7 +19,8 @@ from ensemw2s.errors import UserError
 from ensemw2s.figures import FIGURES as FIGURE_REGISTRY
 from ensemw2s.scores import ROLES
 from ensemw2s.strategies import STRATEGIES
-from ensemw2s.tables import TABLES as TABLE_REGISTRY
+from ensemw2s.tables import TABLES as TABLE_REGISTRY, tables_for
+from ensemw2s.variants import METHOD
 
 # One schema for the CLI and the workflow (workflow/schemas/config.schema.yaml links to the package's).
 validate(config, "../schemas/config.schema.yaml")
@@ -146,6 +147,14 @@ def student_dir(weak, strong, dataset, seed, ensemble, r):
     return f"{RUN}/students/{weak}__{strong}/{dataset}/s{seed}/{ensemble}/r{r}"
 
 
+def replicate_dir(weak, strong, dataset, seed, ensemble, r):
+    """The A/A control: the student of the same supervisor trained with another seed (--replicate 1)."""
+    return f"{RUN}/replicates/{weak}__{strong}/{dataset}/s{seed}/{ensemble}/r{r}"
+
+
+AA_REPLICATE = C.aa_replicate()  # the A/A control: a second student of METHOD's h_1
+
+
 def ceiling_dir(strong, dataset, seed):
     return f"{RUN}/ceiling/{strong}/{dataset}/s{seed}"
 
@@ -154,8 +163,9 @@ def score_file(dataset, seed, role, subject):
     return f"{RUN}/scores/{dataset}/s{seed}/{role}/{subject}.json"
 
 
-def student_ensembles():
-    return [(e, r) for e in VARIANTS for r in C.boosting.ensemble_rounds(e)]
+def student_ensembles(dataset):
+    """(ensemble, r) that write pseudo-labels and teach students on `dataset` (not the partition control's)."""
+    return [(e, r) for e in C.variants_on(dataset) for r in C.boosting.student_rounds(e)]
 
 
 def log(path):
@@ -194,6 +204,13 @@ def _scored_student(w, parts):
     return path, f"--model {path}/model", f"weak_model={weak} strong_model={strong} ensemble={ensemble} round={r[1:]}"
 
 
+def _scored_replicate(w, parts):
+    pair, ensemble, r = parts
+    weak, strong = pair.split("__")
+    path = replicate_dir(weak, strong, w.dataset, w.seed, ensemble, r[1:])
+    return path, f"--model {path}/model", f"weak_model={weak} strong_model={strong} ensemble={ensemble} round={r[1:]}"
+
+
 def _scored_ceiling(w, parts):
     (strong,) = parts
     path = ceiling_dir(strong, w.dataset, w.seed)
@@ -201,7 +218,8 @@ def _scored_ceiling(w, parts):
 
 
 SCORED = {"weak_base": _scored_model, "strong_base": _scored_model, "expert": _scored_expert,
-          "ensemble": _scored_ensemble, "student": _scored_student, "ceiling": _scored_ceiling}
+          "ensemble": _scored_ensemble, "student": _scored_student, "replicate": _scored_replicate,
+          "ceiling": _scored_ceiling}
 if set(SCORED) != set(ROLES):
     raise WorkflowError(f"workflow/rules/common.smk: SCORED covers {sorted(SCORED)}, the score roles are {sorted(ROLES)}")
 
@@ -219,26 +237,29 @@ def score_files():
             out += [score_file(ds, s, "weak_base", w) for w in WEAK]
             out += [score_file(ds, s, role, m) for role in ("strong_base", "ceiling") for m in STRONG]
             for w in WEAK:
-                out += [score_file(ds, s, "expert", f"{w}/{v}/r{r}") for v in EXPERT_VARIANTS for r in ROUNDS]
-                out += [score_file(ds, s, "ensemble", f"{w}/{e}/r{r}") for e in VARIANTS for r in C.boosting.ensemble_rounds(e)
-                        if r > 1]
+                out += [score_file(ds, s, "expert", f"{w}/{v}/r{r}") for v in C.variants_on(ds, experts_only=True)
+                        for r in C.boosting.expert_rounds(v)]
+                out += [score_file(ds, s, "ensemble", f"{w}/{e}/r{r}") for e in C.variants_on(ds)
+                        for r in C.boosting.ensemble_rounds(e) if r > 1]
             for p in PAIRS:
-                out += [score_file(ds, s, "student", f"{p.name}/{e}/r{r}") for e, r in student_ensembles()]
+                out += [score_file(ds, s, "student", f"{p.name}/{e}/r{r}") for e, r in student_ensembles(ds)]
+                if AA_REPLICATE:
+                    out.append(score_file(ds, s, "replicate", f"{p.name}/{METHOD}/r1"))
     return out
 
 
 def pseudo_meta_files():
     """The sidecar of every pseudo-label file: truncated and choice-matching pseudo-answers."""
     return [pseudo(w, ds, s, e, r) + ".meta.json" for ds in DATASETS for s in SEEDS for w in WEAK
-            for e, r in student_ensembles()]
+            for e, r in student_ensembles(ds)]
 
 
 def expert_dirs():
-    return [expert_dir(w, ds, s, v, r) for ds in DATASETS for s in SEEDS for w in WEAK for v in EXPERT_VARIANTS
-            for r in ROUNDS]
+    return [expert_dir(w, ds, s, v, r) for ds in DATASETS for s in SEEDS for w in WEAK
+            for v in C.variants_on(ds, experts_only=True) for r in C.boosting.expert_rounds(v)]
 
 
 def report_targets():
-    out = [f"{RUN}/tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
+    out = [f"{RUN}/tables/{t}.{ext}" for t in tables_for(C) for ext in ("csv", "md", "tex")]
     out += [f"{RUN}/figures/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")]
     return out
