@@ -47,10 +47,14 @@ def has_controls(cfg) -> bool:
 # fit plans
 
 
+def steps_per_epoch(n_rows: int, spec) -> int:
+    """Optimizer steps of one epoch over n_rows under `spec`, as the Trainer counts them (training.py)."""
+    return max(math.ceil(math.ceil(n_rows / spec.batch_size) / spec.grad_accum), 1)
+
+
 def optimizer_steps(n_rows: int, spec) -> int:
-    """Optimizer steps of a fit on n_rows under `spec`, as the Trainer counts them (training.py)."""
-    per_epoch = max(math.ceil(math.ceil(n_rows / spec.batch_size) / spec.grad_accum), 1)
-    return math.ceil(spec.epochs * per_epoch)
+    """Optimizer steps of a fit on n_rows under `spec`."""
+    return math.ceil(spec.epochs * steps_per_epoch(n_rows, spec))
 
 
 def partition_key(cfg, dataset: str) -> str:
@@ -99,8 +103,8 @@ def partition_plan(cfg, dataset: str, data_dir, rows: list[dict], spec, round: i
         n_choices[name] = {uid: len(f["choices"]) for uid, f in fields.items()}
     mine = [r for r in rows if part_of["weak_train"][r["uid"]] == round - 1]
     h1_steps = optimizer_steps(len(rows), spec)
-    per_epoch = {n: max(math.ceil(math.ceil(n / spec.batch_size) / spec.grad_accum), 1) for n in (len(rows), len(mine))}
-    member = dataclasses.replace(spec, epochs=spec.epochs * per_epoch[len(rows)] / per_epoch[len(mine)])
+    member = dataclasses.replace(spec, epochs=spec.epochs * steps_per_epoch(len(rows), spec)
+                                 / steps_per_epoch(len(mine), spec))
     record = {"control": "partition", "key": key, "member": round, "values": split[round - 1],
               "n_rows": len(mine), "n_weak_train": len(rows), "uids": [r["uid"] for r in mine],
               "epochs": member.epochs, "optimizer_steps": optimizer_steps(len(mine), member),
@@ -127,14 +131,15 @@ def longer_plan(cfg, dataset: str, data_dir, rows: list[dict], spec, round: int)
 
 def _partitions(boosting_files: Iterable[Path]) -> dict[tuple, dict]:
     """(weak, dataset, seed, variant) -> partition.json of its members (all members write the same parts)."""
+    from ensemw2s.collect import _weak_model
+
     out: dict[tuple, dict] = {}
     for path in sorted(Path(p) for p in boosting_files):
         part = path.parent / PARTITION_FILE
         if not part.is_file():
             continue
         rec = read_json(path)
-        key = (rec.get("weak_model", path.parts[-6] if len(path.parts) >= 6 else ""), rec["dataset"],
-               int(rec["seed"]), rec["variant"])
+        key = (_weak_model(path, rec), rec["dataset"], int(rec["seed"]), rec["variant"])
         out.setdefault(key, read_json(part))
     return out
 
