@@ -37,9 +37,9 @@ QWEN = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_a
 SHAPES = {"smollm2-135m": ("llama", common.SMOL), "qwen2.5-0.5b": ("qwen2", QWEN)}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 T = 4  # experts of the decode and score ensembles
-FULL = dict(B=32, prompt=64, N=32, repeats=3, score=dict(questions=64, context=96, choices=4, batch_size=32),
+FULL = dict(B=32, prompt=64, N=32, repeats=3, score=dict(questions=64, context=96, answers=[2, 3, 4, 5], batch_size=32),
             train=dict(rows=256, prompt=96, answer=16, batch_size=16, epochs=1))
-QUICK = dict(B=2, prompt=8, N=4, repeats=1, score=dict(questions=2, context=8, choices=4, batch_size=4),
+QUICK = dict(B=2, prompt=8, N=4, repeats=1, score=dict(questions=2, context=8, answers=[2, 3, 4, 5], batch_size=4),
              train=dict(rows=8, prompt=8, answer=3, batch_size=4, epochs=1))
 
 

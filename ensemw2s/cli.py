@@ -27,6 +27,20 @@ def _meta(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _rater_models(items: list[str]) -> dict[str, Path]:
+    """prepare-data's `--rater-model NAME=PATH ...` as name -> checkpoint."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"--rater-model {item!r}: expected NAME=PATH, NAME a model of difficulty.rater and "
+                            f"PATH its prepare-model output")
+        if name in out:
+            raise UserError(f"--rater-model {name}=...: given twice; pass each rater once")
+        out[name] = Path(path)
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ensemw2s", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
@@ -41,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
     sp.add_argument("--out", required=True, type=Path, help="output directory")
-    sp.add_argument("--rater-model", type=Path, default=None, help="difficulty 'model': prepared rater checkpoint")
+    sp.add_argument("--rater-model", action="append", default=[], metavar="NAME=PATH",
+                    help="difficulty 'model': the prepared checkpoint of rater NAME (one of difficulty.rater); "
+                         "repeat it once per rater of a panel")
     sp.add_argument("--fetched", type=Path, default=None, help="load_from hub: the local copy of `ensemw2s fetch`")
 
     sp = step("fetch", "Download a `source: hub` model or a `load_from: hub` dataset at a commit (needs internet).")
@@ -129,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="a throughput table laid out as ensemw2s/throughput.yaml (default: that file)")
     sp.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
+    sp = step("power-plan", "Print a real run's pre-registered plan (test sizes, second variant) from committed runs.")
+    sp.add_argument("--committed", required=True, type=Path, help="a committed run of the pair: its discordances")
+    sp.add_argument("--ablation", required=True, type=Path, help="a committed ablation: the second variant")
+    sp.add_argument("--delta", type=float, default=5.0, help="the effect to detect, accuracy points (default 5)")
+    sp.add_argument("--floor", type=float, default=0.2, help="the least planning discordance (default 0.2)")
+
     sp = step("provenance", "Write the run's provenance.json (commit, config hash, versions, seeds, step times).")
     sp.add_argument("--records", nargs="*", default=[], type=Path, help="per-step provenance records")
     sp.add_argument("--out", required=True, type=Path)
@@ -156,7 +178,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         from ensemw2s.splits import prepare_data
 
         seed = cfg.seeds[0] if args.seed is None else args.seed
-        prepare_data(cfg, args.dataset, seed, args.out, rater_model=args.rater_model, fetched=args.fetched)
+        prepare_data(cfg, args.dataset, seed, args.out, rater_models=_rater_models(args.rater_model),
+                     fetched=args.fetched)
     elif s == "fetch":
         from ensemw2s.fetch import fetch_dataset, fetch_model
 
@@ -205,6 +228,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         from ensemw2s.plan import run
 
         print(run(cfg, args.throughput, markdown=args.markdown))
+    elif s == "power-plan":
+        from ensemw2s.planning import plan
+
+        print(plan(cfg, args.committed, args.ablation, args.delta, args.floor))
     elif s == "provenance":
         from ensemw2s.provenance import write_run_provenance
 

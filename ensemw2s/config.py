@@ -80,11 +80,35 @@ class Pair:
 
 
 @dataclass(frozen=True)
+class AnnotationSpec:
+    """The `annotation` strategy's human ratings: a JSON object key -> {field: value, ...}."""
+
+    file: str  # a relative path is taken from data_dir, as the datasets' local folders are
+    field: str
+    key: str | dict[str, str]  # a str.format template over the row's fields, or the row's source -> template
+    easy: tuple[str | float, ...]  # values, easiest first; difficulty = the position in easy + hard
+    hard: tuple[str | float, ...]
+
+
+@dataclass(frozen=True)
 class DifficultySpec:
     strategy: str
-    rater: str | None = None
+    rater: str | tuple[str, ...] | None = None  # as written: a single name hashes as before
     folds: int = 3
     hard_fraction: float = 0.5
+    annotation: AnnotationSpec | None = None
+
+    @property
+    def raters(self) -> tuple[str, ...]:
+        """The rater panel, in config order (a single name: a panel of one)."""
+        return panel(self.rater)
+
+
+def panel(rater: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """difficulty.rater as a tuple of model names: a name is a panel of one, unset none."""
+    if rater is None:
+        return ()
+    return (rater,) if isinstance(rater, str) else tuple(rater)
 
 
 @dataclass(frozen=True)
@@ -369,9 +393,32 @@ def _check_references(data: dict[str, Any]) -> None:
         if ds["name"] in seen:
             raise ConfigError(f"config key datasets[{i}].name: dataset {ds['name']!r} is listed twice")
         seen.add(ds["name"])
-        rater = ds.get("difficulty", {}).get("rater")
-        if rater is not None and rater not in models:
-            raise ConfigError(f"config key datasets[{i}].difficulty.rater: {unknown_name_message('model', rater, models)}")
+        _check_raters(ds.get("difficulty", {}).get("rater"), models, f"config key datasets[{i}].difficulty.rater")
+
+
+def _check_raters(rater: str | list[str] | None, models: dict[str, Any], where: str) -> None:
+    """Every name of a rater panel is a model entry (`where`[k] names the k-th of a list)."""
+    for k, name in enumerate(panel(rater)):
+        if name not in models:
+            at = where if isinstance(rater, str) else f"{where}[{k}]"
+            raise ConfigError(f"{at}: {unknown_name_message('model', name, models)}")
+
+
+# difficulty key a strategy needs (strategies.Strategy.needs) -> what to write there
+STRATEGY_NEEDS = {"rater": "a rater model name, or a list of them (a panel)",
+                  "annotation": "an annotation mapping: file, field, key, easy, hard (config/README.md)"}
+
+
+def _annotation_spec(a: dict[str, Any], where: str, definition: catalog.Definition) -> AnnotationSpec:
+    """The annotation mapping, checked against itself and the dataset's sources; the file is read by the strategy."""
+    both = [v for v in a["easy"] if v in a["hard"]]
+    if both:
+        raise ConfigError(f"{where}: value {both[0]!r} is in both easy and hard; list each value in one of them")
+    sources = {p.source for p in definition.parts if p.source}
+    for source in a["key"] if isinstance(a["key"], dict) and sources else ():
+        if source not in sources:
+            raise ConfigError(f"{where}.key: {unknown_name_message('source', source, sources)}")
+    return AnnotationSpec(file=a["file"], field=a["field"], key=a["key"], easy=tuple(a["easy"]), hard=tuple(a["hard"]))
 
 
 def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
@@ -388,8 +435,14 @@ def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
             f"{where}.difficulty.strategy: dataset {ds['name']!r} does not support {difficulty['strategy']!r};"
             f" choose one of {', '.join(definition.strategies)}"
         )
-    if strategy.needs_rater and not difficulty.get("rater"):
-        raise ConfigError(f"{where}.difficulty.rater: strategy {difficulty['strategy']!r} needs a rater model name")
+    if strategy.needs and not difficulty.get(strategy.needs):
+        raise ConfigError(f"{where}.difficulty.{strategy.needs}: strategy {difficulty['strategy']!r} needs "
+                          f"{STRATEGY_NEEDS[strategy.needs]}")
+    if difficulty.get("annotation") is not None:
+        difficulty["annotation"] = _annotation_spec(difficulty["annotation"], f"{where}.difficulty.annotation",
+                                                    definition)
+    if difficulty.get("rater") is not None and not isinstance(difficulty["rater"], str):
+        difficulty["rater"] = tuple(difficulty["rater"])  # frozen, as the spec
     load_from = ds.get("load_from", d["load_from"])
     if load_from == "hub" and definition.hub is None and definition.generator is None:
         raise ConfigError(f"{where}.load_from: dataset {ds['name']!r} has no hub id in its definition "
@@ -398,7 +451,7 @@ def _dataset_spec(ds: dict[str, Any], where: str) -> DatasetSpec:
     return DatasetSpec(
         name=ds["name"],
         load_from=load_from,
-        difficulty=DifficultySpec(**{k: v for k, v in difficulty.items()}),
+        difficulty=DifficultySpec(**difficulty),
         sizes={s: int(sizes[s]) for s in SPLITS},
         show_choices=bool(ds.get("show_choices", False)),  # the schema's default, for unvalidated lookups
         options={**d["options"], **ds.get("options", {})},
@@ -435,9 +488,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
     b, t, e = data["boosting"], data["training"], data["evaluation"]
     datasets = tuple(_dataset_spec(ds, f"config key datasets[{i}]") for i, ds in enumerate(data["datasets"]))
     for ds in datasets:  # a registry default rater must exist too
-        rater = ds.difficulty.rater
-        if rater is not None and rater not in data["models"]:
-            raise ConfigError(f"config key datasets.{ds.name}.difficulty.rater: {unknown_name_message('model', rater, data['models'])}")
+        _check_raters(ds.difficulty.rater, data["models"], f"config key datasets.{ds.name}.difficulty.rater")
     return Config(
         run=data["run"],
         data_dir=data["data_dir"],

@@ -28,6 +28,10 @@ from ensemw2s.kinds import COMBINERS
 from ensemw2s.manifest import read_manifest
 
 PAD_ID = 0  # any valid id: padded positions are masked out of attention and never scored
+# A shared-context batch holds up to batch_size contexts and this many times batch_size continuations (a batch
+# of 4-choice questions): its context forward has batch_size rows, as a flat batch; its continuation forward
+# has more rows but only the continuations' few positions.
+CONTINUATIONS_PER_CONTEXT = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,7 +61,8 @@ def _left_pad(seqs: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torc
 
 @dataclass(frozen=True)
 class ScoringBatch:
-    """Scoring requests of one batch, left-padded: what `continuation_logprobs` and `Ensemble.loglikelihood` run."""
+    """Requests scored in one forward of (context + continuation)[:-1] each, left-padded: the path for a
+    context with one continuation, or one that max_length truncates (each request then sees its own context)."""
 
     index: list[int]  # request numbers, in batch order
     input_ids: torch.Tensor  # (B, L) left-padded (context + continuation)[:-1]
@@ -65,11 +70,80 @@ class ScoringBatch:
     targets: torch.Tensor  # (B, C) continuation tokens, right-aligned
     valid: torch.Tensor  # (B, C) False where a shorter continuation is padded
 
+    def logits(self, runner) -> torch.Tensor:
+        """(T, B, C, V) each expert's logits at the positions that predict the continuation tokens."""
+        out, _ = runner.logits(self.input_ids, self.attention_mask, _positions(self.attention_mask),
+                               self.targets.shape[1])
+        return out
+
+
+@dataclass(frozen=True)
+class SharedContextBatch:
+    """Requests that share a context (a multiple-choice question's choices), scored with each context run
+    once: its KV cache is copied to one row per continuation, and the continuations run from there. A
+    question of K choices costs one context plus K short continuations instead of K contexts."""
+
+    index: list[int]  # request numbers, in row order
+    context_ids: torch.Tensor  # (Q, L) the distinct contexts, left-padded
+    context_mask: torch.Tensor  # (Q, L)
+    owner: torch.Tensor  # (B,) each request's context row
+    continuation_ids: torch.Tensor  # (B, C-1) the continuations' first C-1 tokens, right-padded
+    continuation_mask: torch.Tensor  # (B, C-1)
+    targets: torch.Tensor  # (B, C) continuation tokens, left-aligned
+    valid: torch.Tensor  # (B, C) False where a shorter continuation is padded
+
+    def logits(self, runner) -> torch.Tensor:
+        """(T, B, C, V) each expert's logits at the positions that predict the continuation tokens."""
+        first, cache = runner.logits(self.context_ids, self.context_mask, _positions(self.context_mask), 1,
+                                     use_cache=True)  # (T, Q, 1, V): predicts each continuation's first token
+        first = first[:, self.owner]  # (T, B, 1, V)
+        n = self.continuation_ids.shape[1]
+        if n == 0:
+            return first
+        runner.select_rows(cache, self.owner, len(self.context_ids))  # one cache row per request
+        mask = torch.cat([self.context_mask[self.owner], self.continuation_mask], dim=1)  # (B, L + C-1)
+        start = self.context_mask.sum(-1)[self.owner].unsqueeze(1)  # (B, 1) position of the first continuation token
+        positions = start + torch.arange(n, device=start.device)  # (B, C-1)
+        rest, _ = runner.logits(self.continuation_ids, mask, positions, n, cache=cache, use_cache=True)
+        return torch.cat([first, rest], dim=2)
+
+
+def _flat_batch(index: list[int], inputs: list[list[int]], continuations, device) -> ScoringBatch:
+    ids, mask = _left_pad([inputs[i] for i in index], device)
+    C = max(len(continuations[i]) for i in index)
+    targets = torch.full((len(index), C), PAD_ID, dtype=torch.long)
+    valid = torch.zeros((len(index), C), dtype=torch.bool)
+    for row, i in enumerate(index):
+        n = len(continuations[i])
+        targets[row, C - n:] = torch.tensor(list(continuations[i]), dtype=torch.long)
+        valid[row, C - n:] = True
+    return ScoringBatch(index, ids, mask, targets.to(device), valid.to(device))
+
+
+def _shared_batch(groups: list[list[int]], contexts, continuations, device) -> SharedContextBatch:
+    """groups: the request numbers of each context, in context-row order."""
+    context_ids, context_mask = _left_pad([contexts[g[0]] for g in groups], device)
+    index = [i for g in groups for i in g]
+    owner = torch.tensor([q for q, g in enumerate(groups) for _ in g], device=device)
+    C = max(len(continuations[i]) for i in index)
+    targets = torch.full((len(index), C), PAD_ID, dtype=torch.long)
+    valid = torch.zeros((len(index), C), dtype=torch.bool)
+    for row, i in enumerate(index):
+        n = len(continuations[i])
+        targets[row, :n] = torch.tensor(list(continuations[i]), dtype=torch.long)
+        valid[row, :n] = True
+    return SharedContextBatch(index, context_ids, context_mask, owner, targets[:, :-1].to(device),
+                              valid[:, :-1].long().to(device), targets.to(device), valid.to(device))
+
 
 def scoring_batches(contexts, continuations, batch_size: int, max_length: int | None, device):
-    """Requests -> left-padded batches, longest first; truncation from the left as lm-eval's HFLM."""
+    """Requests -> batches, longest first; truncation from the left as lm-eval's HFLM. The continuations of
+    one context (untruncated) share it: SharedContextBatch (batch_size contexts, CONTINUATIONS_PER_CONTEXT x
+    batch_size continuations at most); every other request runs alone, batch_size per ScoringBatch. Both score
+    the same numbers up to float rounding."""
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+    by_context: dict[tuple[int, ...], list[int]] = {}
     inputs = []
     for i, (ctx, cont) in enumerate(zip(contexts, continuations)):
         if not ctx or not cont:
@@ -80,30 +154,33 @@ def scoring_batches(contexts, continuations, batch_size: int, max_length: int | 
         if max_length is not None:
             seq = seq[-(max_length + 1):]
         inputs.append(seq[:-1])
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
-    for lo in range(0, len(order), batch_size):
-        index = order[lo:lo + batch_size]
-        ids, mask = _left_pad([inputs[i] for i in index], device)
-        C = max(len(continuations[i]) for i in index)
-        targets = torch.full((len(index), C), PAD_ID, dtype=torch.long)
-        valid = torch.zeros((len(index), C), dtype=torch.bool)
-        for row, i in enumerate(index):
-            n = len(continuations[i])
-            targets[row, C - n:] = torch.tensor(list(continuations[i]), dtype=torch.long)
-            valid[row, C - n:] = True
-        yield ScoringBatch(index, ids, mask, targets.to(device), valid.to(device))
+        by_context.setdefault(tuple(ctx), []).append(i)
+    shared, alone = [], []
+    for key, group in by_context.items():
+        untruncated = all(len(inputs[i]) == len(key) + len(continuations[i]) - 1 for i in group)
+        if len(group) > 1 and untruncated:
+            step = CONTINUATIONS_PER_CONTEXT * batch_size
+            shared += [group[lo:lo + step] for lo in range(0, len(group), step)]
+        else:
+            alone += group
+    shared.sort(key=lambda g: -len(contexts[g[0]]))
+    batch: list[list[int]] = []
+    for group in shared:
+        if batch and (len(batch) == batch_size
+                      or sum(map(len, batch)) + len(group) > CONTINUATIONS_PER_CONTEXT * batch_size):
+            yield _shared_batch(batch, contexts, continuations, device)
+            batch = []
+        batch.append(group)
+    if batch:
+        yield _shared_batch(batch, contexts, continuations, device)
+    alone.sort(key=lambda i: -len(inputs[i]))
+    for lo in range(0, len(alone), batch_size):
+        yield _flat_batch(alone[lo:lo + batch_size], inputs, continuations, device)
 
 
-def continuation_logprobs(model, batch: ScoringBatch) -> torch.Tensor:
+def continuation_logprobs(model, batch: ScoringBatch | SharedContextBatch) -> torch.Tensor:
     """One expert's log-probs at the positions that predict the continuation tokens: (B, C, V) float32."""
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=_positions(batch.attention_mask),
-        use_cache=False,
-        logits_to_keep=batch.targets.shape[1],
-    )
-    return F.log_softmax(out.logits.float(), dim=-1)
+    return F.log_softmax(batch.logits(SeparateExperts([model]))[0].float(), dim=-1)
 
 
 class SeparateExperts:
@@ -176,7 +253,8 @@ class Ensemble:
         """Load experts (checkpoints, LoRA adapters, prepared dirs or hub ids) after checking their tokenizers.
 
         Two or more LoRA adapters of one base share one copy of it and run in one forward per step
-        (multilora.py); anything else loads one model per expert.
+        (multilora.py); anything else loads one model per expert, a lone adapter merged into its base
+        (inference only: one matmul per layer instead of the base's plus the adapter's).
         """
         from ensemw2s.models import check_same_tokenizer, load_causal_lm, load_tokenizer, resolve_device
         from ensemw2s.multilora import load_lora_stack
@@ -189,7 +267,7 @@ class Ensemble:
         stack = load_lora_stack(refs, dtype=dtype, device=dev) if len(refs) > 1 else None
         if stack is not None:
             return cls(stack.experts, weights, combine, tokenizer, runner=stack)
-        experts = [load_causal_lm(r, dtype=dtype, device=dev) for r in refs]
+        experts = [load_causal_lm(r, dtype=dtype, device=dev, merge_adapter=True) for r in refs]
         return cls(experts, weights, combine, tokenizer)
 
     # -- one step, without a cache (the reference the cached paths are tested against)
@@ -224,9 +302,7 @@ class Ensemble:
         """
         out: list[tuple[float, bool] | None] = [None] * len(contexts)
         for batch in scoring_batches(contexts, continuations, batch_size, max_length, self.device):
-            logits, _ = self.runner.logits(batch.input_ids, batch.attention_mask, _positions(batch.attention_mask),
-                                           batch.targets.shape[1])  # (T, B, C, V)
-            lp = F.log_softmax(logits.float(), dim=-1)
+            lp = F.log_softmax(batch.logits(self.runner).float(), dim=-1)  # (T, B, C, V)
             combined = self.combiner.combine(lp, self.weights)  # (B, C, V)
             chosen = self.combiner.choose(lp, self.weights, combined)  # (B, C)
             target = combined.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)  # (B, C)

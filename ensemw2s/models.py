@@ -82,15 +82,18 @@ def adapter_base(adapter_dir: str | Path) -> str:
     return cfg["base_model_name_or_path"]
 
 
-def load_causal_lm(ref: str | Path, dtype: str = "float32", device: str | torch.device = "cpu"):
-    """Load a model for inference or further training; LoRA adapters are loaded onto their base."""
+def load_causal_lm(ref: str | Path, dtype: str = "float32", device: str | torch.device = "cpu",
+                   merge_adapter: bool = False):
+    """Load a model for inference or further training; LoRA adapters are loaded onto their base, and with
+    merge_adapter (inference) merged into it: a plain model, as fast as the base."""
     from transformers import AutoModelForCausalLM
 
     if is_adapter(ref):
         from peft import PeftModel
 
         base = load_causal_lm(adapter_base(ref), dtype=dtype, device=device)
-        return PeftModel.from_pretrained(base, str(ref)).to(device).eval()
+        model = PeftModel.from_pretrained(base, str(ref)).to(device).eval()
+        return model.merge_and_unload() if merge_adapter else model
     info = resolve(ref)
     try:
         model = AutoModelForCausalLM.from_pretrained(info["load"], revision=info.get("revision"), dtype=DTYPES[dtype])

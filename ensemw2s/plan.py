@@ -47,6 +47,7 @@ class Job:
     step: str  # the Snakemake rule
     model: str | None  # whose throughput it runs at (None: no model work)
     tokens: float
+    jobs: int = 1  # Snakemake jobs it counts as: 0 for the second and later raters of one prepare_data
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def jobs(cfg: Config, table: dict) -> list[Job]:
     """Every job of the config's DAG, with the tokens it processes."""
     ex, st, ev = cfg.expert_training, cfg.student_training, cfg.evaluation
     out: list[Job] = []
-    raters = {d.difficulty.rater for d in cfg.datasets if STRATEGIES.get(d.difficulty.strategy).needs_rater}
+    raters = {r for d in cfg.datasets if STRATEGIES.get(d.difficulty.strategy).needs_rater for r in d.difficulty.raters}
     models = set(cfg.weak_models()) | set(cfg.strong_models()) | raters
     out += [Job("fetch_model", None, 0.0) for m in sorted(models) if cfg.model(m).source == "hub"]
     out += [Job("prepare_model", None, 0.0) for _ in sorted(models)]
@@ -88,8 +89,11 @@ def jobs(cfg: Config, table: dict) -> list[Job]:
         ensembles = [(e, r) for e in cfg.variants_on(d.name) for r in cfg.boosting.ensemble_rounds(e)]
         taught = [(e, r) for e in cfg.variants_on(d.name) for r in cfg.boosting.student_rounds(e)]
         for _ in cfg.seeds:
-            out.append(Job("prepare_data", d.difficulty.rater if rater else None,
-                           (ex.epochs * (folds - 1) * n + n) * train_row if rater else 0.0))
+            if rater:  # each rater of the panel fits every fold at its own rate, in the one job
+                out += [Job("prepare_data", m, (ex.epochs * (folds - 1) * n + n) * train_row, jobs=int(k == 0))
+                        for k, m in enumerate(d.difficulty.raters)]
+            else:
+                out.append(Job("prepare_data", None, 0.0))
             for w in cfg.weak_models():
                 out.append(Job("evaluate", w, per_score))  # weak base
                 for v in cfg.variants_on(d.name, experts_only=True):
@@ -163,7 +167,7 @@ def plan(cfg: Config, table: dict) -> list[Row]:
                 # a per-GPU rate (N GPUs: 1/N the wall time); start-up is paid by each of the N
                 hours += job.tokens / rate / 3600 + table["job_overhead_s"][device] * max(gpus(cfg, step), 1) / 3600
                 sources.add(source)
-        rows.append(Row(step, len(by_step[step]), sum(j.tokens for j in by_step[step]),
+        rows.append(Row(step, sum(j.jobs for j in by_step[step]), sum(j.tokens for j in by_step[step]),
                         gpus(cfg, step) if step in KIND else 0, hours, "/".join(sorted(sources)) or "-"))
     return rows
 

@@ -1,15 +1,15 @@
 """Difficulty ratings, seeded disjoint splits and the leak check: `prepare_data` writes one dataset's splits.
 
 A difficulty strategy (ensemw2s/strategies.py) gives every example a score (larger = harder) and an
-easy/hard flag. Easy rows fill weak_train, val, test_id; hard rows fill test_ood; student_pool comes from
-the tier the dataset's `student_pool` names (easy by default: the W2S protocol, where the weak
+easy/hard flag, or leaves it out (no annotation: counted by reason in manifest.json). Easy rows fill
+weak_train, val, test_id; hard rows fill test_ood; student_pool comes from the tier the dataset's `student_pool` names (easy by default: the W2S protocol, where the weak
 supervisor labels held-out questions of its own training distribution). Rows sharing a uid (the same
 question text) always move together, in the folds of the model rater as in the splits, so a question
 never sits on both sides of a train/test or rater-train/rated boundary. The gold answers of student_pool are written apart (`gold/`),
 for the ceiling alone; its public rows keep only allow-listed fields (ensemw2s/splitdir.py, the contract
 of a split directory, whose `read_pool` refuses any other). Same inputs, same bytes.
 
-Trains nothing itself: the `model` strategy's rater fine-tunes through ensemw2s.training.
+Trains nothing itself: each rater of the `model` strategy's panel fine-tunes through ensemw2s.training.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ensemw2s.config import Config, as_dict, stable_hash
 from ensemw2s.errors import UserError
 from ensemw2s.io import atomic_dir, sha256_file, write_json, write_jsonl
 from ensemw2s.splitdir import GOLD_FILE, SPLITS, pool_row
-from ensemw2s.strategies import STRATEGIES, Context, Rater, group_by_uid
+from ensemw2s.strategies import STRATEGIES, Context, Rater, annotation_file, group_by_uid
 
 # datasets[].student_pool -> the splits each difficulty tier fills, in fill order (weak_train, val and
 # test_id come first, so they are the same rows whichever tier the pool is drawn from)
@@ -115,14 +115,17 @@ def check_no_leak(splits: dict[str, list[dict]]) -> None:
                 raise LeakError(f"question uid {row['uid']} is in both {first} and {name}")
 
 
-def rate_examples(examples: list[dict], ctx: Context) -> list[dict]:
-    """Examples with `difficulty` and `hard`; all rows of one question take the hardest tier among them."""
-    scores, hard = STRATEGIES.get(ctx.difficulty.strategy).rate(examples, ctx)
-    for idx in group_by_uid(examples).values():
+def rate_examples(examples: list[dict], ctx: Context) -> tuple[list[dict], dict[str, int]]:
+    """The examples the strategy rates, with `difficulty` and `hard` (all rows of one question take the
+    hardest tier among them), and how many it left out, by reason."""
+    strategy = STRATEGIES.get(ctx.difficulty.strategy)
+    rated, left_out = strategy.select(examples, ctx) if strategy.select else (examples, {})
+    scores, hard = strategy.rate(rated, ctx)
+    for idx in group_by_uid(rated).values():
         if any(hard[i] for i in idx):
             for i in idx:
                 hard[i] = True
-    return [{**ex, "difficulty": s, "hard": h} for ex, s, h in zip(examples, scores, hard)]
+    return [{**ex, "difficulty": s, "hard": h} for ex, s, h in zip(rated, scores, hard)], left_out
 
 
 def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -140,29 +143,31 @@ def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
     return [row for i, row in enumerate(rows) if i in keep]
 
 
-def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_model: str | Path | None = None,
-                 rater: Rater | None = None, fetched: str | Path | None = None) -> None:
+def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path,
+                 rater_models: dict[str, str | Path] | None = None, raters: dict[str, Rater] | None = None,
+                 fetched: str | Path | None = None) -> None:
     """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
 
-    rater_model: the prepared checkpoint of the config's difficulty.rater, for a strategy that needs a
-    rater (ignored by the others); `rater` injects a ready rater instead (tests). student_pool keeps the
-    definition's `pool_fields`, recorded in the manifest for its reader (splitdir.read_pool).
+    rater_models: model name -> prepared checkpoint, one per rater of difficulty.rater, for a strategy that
+    needs raters (ignored by the others); `raters` injects ready raters by name instead (tests).
+    student_pool keeps the definition's `pool_fields`, recorded in the manifest for its reader
+    (splitdir.read_pool). The manifest records the raters that rated and the rows the strategy left out.
     """
     start = time.perf_counter()
     spec = cfg.dataset(dataset)
     definition = catalog.definition(dataset, spec.definition)
+    strategy = STRATEGIES.get(spec.difficulty.strategy)
+    panel = spec.difficulty.raters if strategy.needs_rater else ()
+    rater_models = dict(rater_models or {}) if strategy.needs_rater else {}
+    if raters is None:
+        _check_rater_models(dataset, spec.difficulty.strategy, panel, rater_models)
 
-    def make_rater() -> Rater:
-        if rater is not None:
-            return rater
-        if rater_model is None:
-            raise UserError(f"dataset {dataset!r}: difficulty strategy {spec.difficulty.strategy!r} needs the "
-                            f"rater's checkpoint; "
-                            f"pass --rater-model (the prepare-model output of models.{spec.difficulty.rater})")
-        return model_rater(cfg, rater_model, spec.difficulty.rater, seed)
+    def make_rater(name: str) -> Rater:
+        return raters[name] if raters is not None else model_rater(cfg, rater_models[name], name, seed)
 
     examples = subsample(data.examples(spec, cfg.data_dir, fetched), spec.subsample, seed)
-    rows = rate_examples(examples, Context(definition.hard_sources, spec.difficulty, seed, make_rater))
+    context = Context(definition.hard_sources, spec.difficulty, seed, make_rater, cfg.data_dir)
+    rows, left_out = rate_examples(examples, context)
     index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset, spec.student_pool)
     splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
     check_no_leak(splits)
@@ -177,20 +182,37 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, rater_mo
             "dataset": dataset,
             "seed": seed,
             "strategy": as_dict(spec.difficulty),
+            "raters": list(panel),
             "student_pool": spec.student_pool,
             "pool_fields": list(definition.pool_fields),
             "sizes": {name: len(splits[name]) for name in SPLITS},
-            "rows": {"all": len(rows), "hard": sum(r["hard"] for r in rows)},
+            # all = the examples considered; left_out = those the strategy could not rate, by reason
+            "rows": {"all": len(examples), "hard": sum(r["hard"] for r in rows), "left_out": left_out},
             "config_hash": stable_hash(as_dict(spec)),
             "files": files,
         })
     inputs = [definition.path]
     if spec.load_from == "local":  # local copies; generated and hub rows have no files here
         inputs += [Path(cfg.data_dir) / part.folder for part in definition.parts]
-    inputs += [rater_model] if rater_model is not None else []
+    inputs += [rater_models[name] for name in panel if name in rater_models]
+    if strategy.needs == "annotation":
+        inputs.append(annotation_file(spec.difficulty.annotation, cfg.data_dir))
     inputs += [fetched] if fetched is not None else []
     provenance.record(out, cfg, steps.keys(cfg, "prepare_data", dataset=dataset), inputs, {
         "step": "prepare_data", "dataset": dataset, "seed": seed, "load_from": spec.load_from,
-        "student_pool": spec.student_pool,
+        "student_pool": spec.student_pool, "raters": list(panel), "left_out": left_out,
         "sizes": {name: len(splits[name]) for name in SPLITS}, "wall_time_s": time.perf_counter() - start,
     })
+
+
+def _check_rater_models(dataset: str, strategy: str, panel: tuple[str, ...], rater_models: dict) -> None:
+    """One prepared checkpoint per rater of the panel, and none of a model outside it."""
+    missing = [name for name in panel if name not in rater_models]
+    if missing:
+        raise UserError(f"dataset {dataset!r}: difficulty strategy {strategy!r} needs the checkpoint of each rater "
+                        f"({', '.join(panel)}); pass " + " ".join(f"--rater-model {n}=PATH" for n in missing)
+                        + " (PATH: the prepare-model output of that model)")
+    extra = [name for name in rater_models if name not in panel]
+    if extra:
+        raise UserError(f"dataset {dataset!r}: --rater-model {extra[0]}=...: {extra[0]!r} is not a rater of "
+                        f"difficulty.rater ({', '.join(panel)}); drop it, or add it to the panel")

@@ -31,8 +31,8 @@ def _prepare_data(cfg: Config, dataset: str) -> list[str]:
     spec = cfg.dataset(dataset)
     local = spec.load_from == "local" and catalog.definition(dataset, spec.definition).parts
     keys = [f"datasets.{dataset}"] + (["data_dir"] if local else [])
-    if STRATEGIES.get(spec.difficulty.strategy).needs_rater:  # the rater is fine-tuned and scores in batches
-        keys += [f"models.{spec.difficulty.rater}", "training.expert", "evaluation.batch_size"]
+    if STRATEGIES.get(spec.difficulty.strategy).needs_rater:  # each rater is fine-tuned and scores in batches
+        keys += [*(f"models.{r}" for r in spec.difficulty.raters), "training.expert", "evaluation.batch_size"]
     return keys
 
 

@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ensemw2s import controls
+from ensemw2s import controls, diagnostics
 from ensemw2s.io import atomic_path, write_text
 from ensemw2s.registry import Registry
-from ensemw2s.scores import SCORES
+from ensemw2s.scores import ROLES, SCORES
 from ensemw2s.selections import (FAMILY, SCORE_LABEL, SPLIT_LABEL, accuracy_rows, at_best_round, best_rounds,
                                  ensemble_order, need, pair_label, pooled)
 from ensemw2s.variants import METHOD
@@ -289,6 +289,21 @@ def _verdict(row) -> str:
     return f"no: MDE {row['mde']:.1f} > {row['paper']:g}"
 
 
+def claim_verdict(row) -> str:
+    """The verdict on a claim by the rule fixed before any run: *supported* where the CI's lower bound is above 0,
+    *inconsistent with the claim* where its upper bound is below the claimed effect, else *not resolvable at this
+    size* (the CI holds both 0 and the claim)."""
+    if row["at"] == "r*" and row["r_star"] == 1:
+        return "r* = 1: the ensemble chosen on val is h_1 (see r = T)"
+    if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
+        return "n/a (no CI)"
+    if row["ci_low"] > 0:
+        return "supported"
+    if row["ci_high"] < row["paper"]:
+        return "inconsistent with the claim"
+    return "not resolvable at this size"
+
+
 @TABLES.register("paper_claims")
 def table_paper_claims(frame: pd.DataFrame, boosting: list[Path]) -> Table:
     """The pre-specified comparisons beside the paper's claims: the boost ensemble at r* (chosen on val) vs h_1,
@@ -307,12 +322,15 @@ def table_paper_claims(frame: pd.DataFrame, boosting: list[Path]) -> Table:
     vs_base = vs_base[vs_base["role"] == "student"]
     verdicts = rows.assign(value=np.nan, ci_low=np.nan, ci_high=np.nan,
                            note=[_verdict(r) for _, r in rows.iterrows()])
+    claim_verdicts = rows.assign(value=np.nan, ci_low=np.nan, ci_high=np.nan,
+                                 note=[claim_verdict(r) for _, r in rows.iterrows()])
     order = {c[0]: i for i, c in enumerate(PAPER_CLAIMS)}
     frame_out = pd.concat([_long(paper, index, lambda r: "paper (points)", "claim"),
                            _long(rounds, index, lambda r: "r", "int"),
                            _long(measured, index, lambda r: "measured (points)", "points"),
                            _long(mdes, index, lambda r: "MDE (points)", "mde"),
                            _long(verdicts, index, lambda r: "detectable at 80% power?", "text"),
+                           _long(claim_verdicts, index, lambda r: "verdict", "text"),
                            _long(vs_base, index, lambda r: "student vs untaught strong base (points)", "points")],
                           ignore_index=True)
     frame_out = frame_out.assign(_c=frame_out["claim"].map(order)).sort_values("_c", kind="stable").drop(columns="_c")
@@ -322,7 +340,9 @@ def table_paper_claims(frame: pd.DataFrame, boosting: list[Path]) -> Table:
                  "the student of h_1 (students); r* chosen on val (students: their supervisor's r*), r = T beside "
                  "it. CIs and the minimum detectable effect (80% power, 5% two-sided) come from one estimator: "
                  "the seed-stratified paired difference, conditional on the trained models. The paper reports "
-                 "+4 ID / up to +6 OOD (experts) and +3.2 ID / up to +2.28 OOD (students). The last column: the "
+                 "+4 ID / up to +6 OOD (experts) and +3.2 ID / up to +2.28 OOD (students). Verdict, by a rule fixed "
+                 "in advance: supported where the CI's lower bound is above 0, inconsistent with the claim where its "
+                 "upper bound is below the claimed effect, else not resolvable at this size. The last column: the "
                  "student against the strong base zero-shot (what supervision added).")
 
 
@@ -538,6 +558,52 @@ def table_variants(frame: pd.DataFrame, boosting: list[Path]) -> Table:
                  "of all its experts (mean over seeds; an out-of-fold variant counts its extra copies). Means over "
                  "seeds with a t-interval where there are several.",
                  row_order={"ensemble": {e: i for i, e in enumerate(ensemble_order(frame))}})
+
+
+SANITY_COLUMNS = [  # (metric, eval_split, header, format) of the sanity table, in its order
+    ("pick_top_share", "val", "val top pick share", "pct"),
+    ("pick_top_share", "test_id", "ID top pick share", "pct"),
+    ("pick_top_share", "test_ood", "OOD top pick share", "pct"),
+    ("pseudo_choice_match_share", "student_pool", "pseudo-answers that are a choice", "pct"),
+    ("pseudo_truncated_share", "student_pool", "pseudo-answers truncated", "pct"),
+    ("pseudo_mean_answer_tokens", "student_pool", "pseudo-answer tokens (mean)", "num"),
+]
+
+
+@TABLES.register("sanity")
+def table_sanity(frame: pd.DataFrame, boosting: list[Path]) -> Table:
+    """What is scored, checked: every scored model's most frequent pick position (a model that always picks one
+    position is flagged degenerate: it scores the share of gold answers there) and each ensemble's pseudo-answers."""
+    p = pooled(frame)
+    columns = {(m, s): (header, fmt) for m, s, header, fmt in SANITY_COLUMNS}
+    wanted = np.array([(m, s) in columns for m, s in zip(p["metric"], p["eval_split"])], dtype=bool)
+    rows = p[wanted & p["score"].isin([PRIMARY_SCORE, ""]).to_numpy()]
+    rows = need(rows, "scored models (the picks of score files) or pseudo-labels").copy()
+    rows["model"] = [_model_label(r) for _, r in rows.iterrows()]
+    rows = rows.assign(_header=[columns[(m, s)][0] for m, s in zip(rows["metric"], rows["eval_split"])],
+                       _fmt=[columns[(m, s)][1] for m, s in zip(rows["metric"], rows["eval_split"])])
+    index = ["dataset", "model", "weak_model", "strong_model", "round"]
+    picks = rows[rows["metric"] == "pick_top_share"]
+    flags = []
+    for key, group in picks.groupby(index, sort=False):
+        notes = [f"{SPLIT_LABEL[s]} {n}" for s, n in zip(group["eval_split"], group["note"].fillna("")) if n]
+        flags.append({**dict(zip(index, key)), "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                      "note": "; ".join(notes) or "no", "_header": "degenerate", "_fmt": "text"})
+    variants = {e: i for i, e in enumerate(ensemble_order(frame))}
+    labels = rows[["role", "ensemble", "model"]].drop_duplicates("model")
+    ranked = sorted(zip(labels["role"], labels["ensemble"], labels["model"]),
+                    key=lambda x: (ROLES.index(x[0]), variants.get(x[1], -1)))
+    rows = pd.concat([rows.assign(note=""), pd.DataFrame(flags)], ignore_index=True)
+    headers = [h for h, _ in list(columns.values())[:3]] + ["degenerate"] + [h for h, _ in list(columns.values())[3:]]
+    rows = rows.assign(_c=rows["_header"].map({h: i for i, h in enumerate(headers)})).sort_values("_c", kind="stable")
+    return Table(_long(rows, index, lambda r: r["_header"], lambda r: r["_fmt"]), index,
+                 "Sanity of what is scored (%; mean over seeds with a t-interval where there are several). Top pick "
+                 "share: the share of questions on which a model picks its most frequent answer position; from "
+                 f"{100 * diagnostics.DEGENERATE_SHARE:.0f}% it is flagged degenerate (it answers by position, not "
+                 "content, and scores the share of gold answers at that position, `gold_top_share` in metrics.csv). "
+                 "Each ensemble's pseudo-answers for student_pool: the share equal (after normalisation) to one of the "
+                 "question's choices, the share cut at max_new_tokens, and their mean length in tokens.",
+                 row_order={"model": {m: i for i, (_, _, m) in enumerate(ranked)}})
 
 
 POOL_MEANING = {"easy": "easy questions held out from weak_train, val and test_id (the W2S protocol)",

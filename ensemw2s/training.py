@@ -279,13 +279,16 @@ def _warmup_steps(spec: TrainingSpec, n_rows: int) -> int:
 
 
 def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_dir: str | Path,
-        token_weights: list[Tensor] | None = None, val_rows: list[dict] | None = None):
+        token_weights: list[Tensor] | None = None, val_rows: list[dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None):
     """Fine-tune `model` on rows (prompt -> answer) and return it.
 
     token_weights: per row, one loss multiplier per answer token incl. EOS (`answer_token_ids`
     layout); None = 1 everywhere = plain SFT. Checkpoints go to out_dir every spec.save_steps steps; a
     rerun with the same inputs resumes from the last one (SLURM requeue). With spec.select_on_val and
     val_rows, the epoch with the lowest val loss is kept (val_rows only; without them, the last).
+    callbacks: more TrainerCallbacks, to observe training (benchmarks/bench_expert_training.py times
+    optimizer steps with one); they are not part of the resume key, so they must not change what is trained.
     Writes out_dir/fit.json (tokens_processed, global_step, val_losses, best_val_loss, resumed_from).
     """
     out_dir = Path(out_dir)
@@ -344,7 +347,8 @@ def fit(model, tokenizer, rows: list[dict], spec: TrainingSpec, seed: int, out_d
         data_collator=WeightedCollator(tokenizer, spec.max_length),
         processing_class=tokenizer,
         callbacks=([_SaveEvery(spec.save_steps)] if select else [])
-                  + ([_KillAfterFirstSave()] if os.environ.get(KILL_AFTER_FIRST_SAVE) == "1" else []),
+                  + ([_KillAfterFirstSave()] if os.environ.get(KILL_AFTER_FIRST_SAVE) == "1" else [])
+                  + list(callbacks or []),
     )
     trainer.train(resume_from_checkpoint=resume)
     state = trainer.state

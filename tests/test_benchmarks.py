@@ -69,6 +69,44 @@ def test_table_renders_one_row_per_result_with_its_verdict(tmp_path):
     ]
 
 
+def _clock(bench, steps, saves):
+    clock = bench.StepClock()
+    clock.steps, clock.saves = steps, saves
+    return clock
+
+
+def test_training_steady_state_drops_warmup_and_excludes_the_final_checkpoint(monkeypatch):
+    """bench_expert_training.steady_state on hand-made clock marks (halves: exact in binary floating point)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench_expert_training as bench
+
+    # (cpu s, wall s, tokens seen) at the start and the end of steps 1..3; then the final checkpoint
+    weighted = _clock(bench, [(0.0, 0.0, 0), (5.0, 5.5, 10), (7.0, 7.5, 22), (9.5, 10.0, 31)], [(11.0, 12.0, 31)])
+    plain = _clock(bench, [(1.0, 1.0, 0), (7.0, 7.0, 10), (9.5, 10.0, 22), (12.5, 13.5, 31)], [(13.0, 14.5, 31)])
+    out = bench.steady_state({"weighted": [weighted], "plain": [plain]}, steps=3, warmup=1)
+    assert out["step_tokens"] == [10, 12, 9]
+    assert out["timed"] == {"weighted": {"cpu": [4.5], "wall": [4.5]}, "plain": {"cpu": [5.5], "wall": [6.5]}}
+    assert out["checkpoint"] == {"weighted": {"cpu": [1.5], "wall": [2.0]}, "plain": {"cpu": [0.5], "wall": [1.0]}}
+    assert out["step_cpu_s"] == {"weighted": [[5.0, 2.0, 2.5]], "plain": [[6.0, 2.5, 3.0]]}
+
+    other_batches = _clock(bench, [(0.0, 0.0, 0), (1.0, 1.0, 11), (2.0, 2.0, 22), (3.0, 3.0, 31)], [(4.0, 4.0, 31)])
+    with pytest.raises(RuntimeError, match="other batches"):
+        bench.steady_state({"weighted": [weighted], "plain": [other_batches]}, steps=3, warmup=1)
+    with pytest.raises(RuntimeError, match="2 optimizer steps and 1 checkpoints seen, 3 and 1 expected"):
+        bench.steady_state({"weighted": [_clock(bench, weighted.steps[:3], weighted.saves)]}, steps=3, warmup=1)
+
+
+def test_training_rows_have_the_lengths_of_short_answer_qa(monkeypatch):
+    """The full run's rows: prompts of 17..34 words, answers of 2..11 (3..12 tokens with EOS), every length of each range present."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench_expert_training as bench
+
+    rows = bench.make_rows(bench.FULL, vocab_size=512)
+    prompts = {len(r["prompt"].split()) for r in rows}
+    answers = {len(r["answer"].split()) for r in rows}
+    assert len(rows) == 96 and prompts == set(range(17, 35)) and answers == set(range(2, 12))  # every length drawn
+
+
 def test_gpu_check_refuses_without_cuda_and_runs_on_cpu_at_tiny_shapes(tmp_path, monkeypatch):
     """benchmarks/gpu_check.py: the real-shape configs build (tiny dims here), --device cuda without a GPU
     exits 2 naming the CPU smoke test, and `--device cpu --quick` writes the ratios and the plan's rates."""

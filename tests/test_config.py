@@ -108,6 +108,44 @@ def test_strategy_must_suit_the_dataset():
         config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "model", "rater": "gpt2"}}]))
 
 
+def test_a_rater_panel_is_a_list_and_each_name_is_checked():
+    def difficulty(rater):
+        cfg = config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "model", "rater": rater}}]))
+        return cfg.dataset("sciq").difficulty
+
+    assert difficulty("weak").raters == ("weak",) and difficulty("weak").rater == "weak"  # a panel of one, as written
+    assert difficulty(["weak", "strong"]).raters == ("weak", "strong")
+    with pytest.raises(ConfigError, match=r"datasets\[0\].difficulty.rater\[1\]: unknown model 'strnog'. "
+                                          r"Did you mean 'strong'\?"):
+        difficulty(["weak", "strnog"])
+    with pytest.raises(ConfigError, match=r"datasets\[0\].difficulty.rater: \[.weak., .weak.\] has non-unique elements"):
+        difficulty(["weak", "weak"])
+
+
+ARC_GRADES = {"file": "grades.json", "field": "grade", "key": {"ARC-Easy": "ARCEZ_{id}", "ARC-Challenge": "ARCCH_{id}"},
+              "easy": ["Grade 03"], "hard": ["Grade 08"]}
+
+
+def test_the_annotation_strategy_needs_a_consistent_annotation_entry():
+    def arc(**difficulty):
+        return config.from_dict(raw(datasets=[{"name": "arc", "difficulty": {"strategy": "annotation", **difficulty}}]))
+
+    spec = arc(annotation=ARC_GRADES).dataset("arc").difficulty.annotation
+    assert (spec.field, spec.easy, spec.hard) == ("grade", ("Grade 03",), ("Grade 08",))
+    with pytest.raises(ConfigError, match=r"datasets\[0\].difficulty.annotation: strategy 'annotation' needs an "
+                                          r"annotation mapping: file, field, key, easy, hard"):
+        arc()
+    with pytest.raises(ConfigError, match=r"difficulty.annotation: value 'Grade 08' is in both easy and hard"):
+        arc(annotation={**ARC_GRADES, "easy": ["Grade 03", "Grade 08"]})
+    with pytest.raises(ConfigError, match=r"difficulty.annotation.key: unknown source 'ARC-easy'. Did you mean "
+                                          r"'ARC-Easy'\?"):
+        arc(annotation={**ARC_GRADES, "key": {"ARC-easy": "ARCEZ_{id}"}})
+    with pytest.raises(ConfigError, match=r"difficulty.annotation: 'hard' is a required property"):
+        arc(annotation={k: v for k, v in ARC_GRADES.items() if k != "hard"})
+    with pytest.raises(ConfigError, match="dataset 'sciq' does not support 'annotation'"):
+        config.from_dict(raw(datasets=[{"name": "sciq", "difficulty": {"strategy": "annotation", "annotation": ARC_GRADES}}]))
+
+
 def test_data_dir_override_and_missing_file(config_file, tmp_path):
     assert config.load(config_file(), {"data_dir": "/elsewhere"}).data_dir == "/elsewhere"
     with pytest.raises(ConfigError, match="does not exist"):

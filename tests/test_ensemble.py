@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ensemw2s.config import TinySpec
-from ensemw2s.ensemble import Ensemble, Generation, load_ensemble
+from ensemw2s.ensemble import (CONTINUATIONS_PER_CONTEXT, Ensemble, Generation, ScoringBatch, SharedContextBatch,
+                               load_ensemble, scoring_batches)
 from ensemw2s.errors import UserError
 from ensemw2s.io import write_json
 from ensemw2s.manifest import write_manifest
@@ -124,16 +125,17 @@ def test_one_expert_scores_as_the_model_itself(experts, tok):
     assert any(g for _, g in got) and not all(g for _, g in got)
 
 
-def test_a_lora_adapter_expert_is_its_peft_model(expert_dirs, tmp_path, tok):
-    from peft import LoraConfig, get_peft_model
+def test_a_lone_lora_adapter_expert_is_merged_and_scores_as_its_peft_model(expert_dirs, tmp_path, tok):
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)  # non-zero update
     get_peft_model(load_causal_lm(expert_dirs[0]), lora).save_pretrained(tmp_path / "adapter")
     ens = Ensemble.from_pretrained([tmp_path / "adapter"], [1.0], device="cpu")
-    peft_model = ens.experts[0]
+    peft_model = load_causal_lm(tmp_path / "adapter")
+    assert isinstance(peft_model, PeftModel) and not isinstance(ens.experts[0], PeftModel)  # merged: a plain model
     contexts, conts = scoring_requests(ens, tok)
     for (lp, greedy), ctx, cont in zip(ens.loglikelihood(contexts, conts, batch_size=3), contexts, conts):
-        own_lp, own_greedy = own_loglikelihood(peft_model, ctx, cont)
+        own_lp, own_greedy = own_loglikelihood(peft_model, ctx, cont)  # W x + B A x vs (W + B A) x: other rounding
         assert lp == pytest.approx(own_lp, abs=loglikelihood_tolerance(own_lp, len(cont), len(tok)))
         assert greedy == own_greedy
     eos = ens.generate(PROMPTS[:1], 5)[0].token_ids[3]
@@ -183,6 +185,52 @@ def test_loglikelihood_truncates_from_the_left_as_hflm(experts, tok):
     got = ens.loglikelihood(contexts, conts, max_length=m)
     assert_loglikelihoods_close([lp for lp, _ in got], [lp for lp, _ in expected], [len(c) for c in conts], len(tok))
     assert [g for _, g in got] == [g for _, g in expected]
+
+
+def choice_requests(tok, answers=(" red", " in the blue forest", " carbon dioxide", " A")):
+    """Multiple-choice shaped: every prompt (contexts of several lengths) with each of the answers."""
+    contexts, choices = [tok.encode(p) for p in PROMPTS], [tok.encode(a) for a in answers]
+    return [c for c in contexts for _ in choices], [a for _ in contexts for a in choices]
+
+
+@pytest.mark.parametrize("batch_size, extra", [(4, ()), (1, (" A B",))])  # 1 and 5 choices: a context's split
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_choices_share_one_run_of_their_context(batch_size, extra, arch, experts, gpt2, tok):
+    ens = Ensemble(experts if arch == "llama" else [gpt2, experts[1]], [2.0, 1.0, 0.5][:3 if arch == "llama" else 2],
+                   "prob", tok)
+    contexts, conts = choice_requests(tok, (" red", " in the blue forest", " carbon dioxide", " A", *extra))
+    assert min(map(len, conts)) == 1 < max(map(len, conts))
+    batches = list(scoring_batches(contexts, conts, batch_size, None, "cpu"))
+    assert all(isinstance(b, SharedContextBatch) for b in batches)
+    assert max(len(b.context_ids) for b in batches) <= batch_size
+    assert max(len(b.index) for b in batches) <= CONTINUATIONS_PER_CONTEXT * batch_size
+    assert sorted(i for b in batches for i in b.index) == list(range(len(contexts)))
+    if batch_size >= len(PROMPTS):
+        assert len(batches) == 1 and len(batches[0].context_ids) == len(PROMPTS)  # each context runs once
+    got = ens.loglikelihood(contexts, conts, batch_size=batch_size)
+    alone = [ens.loglikelihood([c], [k])[0] for c, k in zip(contexts, conts)]  # a lone request: one full forward
+    assert_loglikelihoods_close([lp for lp, _ in got], [lp for lp, _ in alone], [len(c) for c in conts], len(tok))
+    assert [g for _, g in got] == [g for _, g in alone]
+
+
+def test_single_token_choices_need_only_the_context_run(experts, tok):
+    ens = Ensemble(experts[:1], [1.0], "prob", tok)
+    contexts = [tok.encode(p) for p in PROMPTS for _ in range(3)]
+    conts = [[t] for _ in PROMPTS for t in (5, 17, 40)]  # one token each
+    (batch,) = scoring_batches(contexts, conts, 64, None, "cpu")
+    assert batch.continuation_ids.shape[1] == 0
+    for (lp, greedy), ctx, cont in zip(ens.loglikelihood(contexts, conts), contexts, conts):
+        own_lp, own_greedy = own_loglikelihood(experts[0], ctx, cont)
+        assert lp == pytest.approx(own_lp, abs=loglikelihood_tolerance(own_lp, len(cont), len(tok)))
+        assert greedy == own_greedy
+
+
+def test_truncated_and_lone_requests_run_in_full(tok):
+    contexts = [[5, 6, 7, 8], [5, 6, 7, 8], [9, 10], [9, 10], [11]]
+    conts = [[1, 2], [3], [4], [4, 5, 6], [7]]
+    kinds = {type(b): b.index for b in scoring_batches(contexts, conts, 8, 4, "cpu")}
+    # [5..8] + [1, 2] is cut to 5 tokens (its context loses a token): neither choice of it shares; [11] is alone
+    assert kinds == {SharedContextBatch: [2, 3], ScoringBatch: [0, 1, 4]}
 
 
 @pytest.mark.parametrize("combine", ["prob", "logprob", "vote"])

@@ -78,6 +78,20 @@ def test_loglikelihood_matches_hflm(hflm, ours):
     assert expected[1][1] and not expected[0][1]
 
 
+def test_multiple_choice_matches_hflm(hflm, ours):
+    """A multiple-choice task's requests: each context with 4 choices (scored from one run of the context
+    here, each pair in full by HFLM), one question truncated to max_length (each choice in full here too)."""
+    questions = ["Question: What color is the zorblat? Answer:", "Question: Which gas do plants absorb? Answer:",
+                 "Q: 2 + 2?", LONG]
+    choices = [" bright red", " carbon dioxide", " A", " in the blue forest"]
+    args = [(q, c) for q in questions for c in choices]
+    expected = hflm.loglikelihood(requests("loglikelihood", args))
+    got = ours.loglikelihood(requests("loglikelihood", args))
+    n_tokens = [len(ours.tok_encode(cont)) for _, cont in args]
+    assert_loglikelihoods_close([lp for lp, _ in got], [lp for lp, _ in expected], n_tokens, len(ours.tokenizer))
+    assert [g for _, g in got] == [g for _, g in expected]
+
+
 def test_loglikelihood_rolling_matches_hflm(hflm, ours):
     args = [("the quick brown fox",), (LONG,), (LONG + LONG,)]
     assert len(ours.tok_encode(LONG + LONG)) > 2 * MAX_LENGTH  # several windows

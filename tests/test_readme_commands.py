@@ -48,6 +48,8 @@ ELSEWHERE = {
          ('"gpu_check.py"', '"--device", "cpu"'))],
     ("step", cli.LM_EVAL): [("tests.test_lmeval_model", "test_lm_eval_command_writes_the_suites_scores",
                              ('"lm-eval"', '"--include_path"'))],
+    ("step", "power-plan"): [("tests.test_planning", "test_the_real_runs_config_holds_the_plan_the_readme_command_prints",
+                              ('"power-plan"', '"results/cpu-real"', '"results/ablation"'))],
 }
 
 
@@ -96,7 +98,7 @@ def _snakemake_check(args: list[str]) -> tuple:
 def check_of(command: str) -> tuple:
     """How `command` is checked: a key of ELSEWHERE, or one the tests of this module run."""
     program, *args = command.split()
-    if program == "ensemw2s" and args:
+    if program in ("ensemw2s", ".venv/bin/ensemw2s") and args:
         return ("step", args[0])
     if program == "make" and args and not any(a.startswith("-") for a in args):
         return ("make", *args)

@@ -34,7 +34,7 @@ def run(tmp_path_factory):
 
 def test_names_are_the_tables_then_the_figures():
     assert report.names() == ["ablations", "compute", "controls", "controls_aa", "diagnostics", "experts", "paper_claims",
-                              "rounds", "students", "summary", "variants", "acc_by_difficulty", "acc_vs_rounds", "diagnostics_rounds",
+                              "rounds", "sanity", "students", "summary", "variants", "acc_by_difficulty", "acc_vs_rounds", "diagnostics_rounds",
                               "eps_alpha", "pgr", "weight_concentration"]
     assert report.names() == TABLES.names() + FIGURES.names()
 

@@ -197,26 +197,64 @@ def test_length_strategy_calls_the_longest_hard(make_config, tmp_path):
     assert sample["difficulty"] == len(sample["prompt"].split()) + len(sample["answer"].split())
 
 
+def fake_score(row: dict) -> float:
+    """FakeRater's score of a row."""
+    return int(row["uid"][:6], 16) / 16**6
+
+
 def test_model_strategy_never_rates_a_row_with_a_model_that_saw_it(make_config, tmp_path):
     rater = FakeRater()
     cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak", "folds": 4, "hard_fraction": 0.5})
-    prepare_data(cfg, "synthetic", 0, tmp_path / "out", rater=rater)
+    prepare_data(cfg, "synthetic", 0, tmp_path / "out", raters={"weak": rater})
     assert len(rater.calls) == 4
     scored = [u for _, batch in rater.calls for u in batch]
     assert sorted(scored) == sorted(r["uid"] for r in data.examples(cfg.dataset("synthetic"), cfg.data_dir))
     for trained, batch in rater.calls:
         assert not trained & set(batch)
     got = read_splits(tmp_path / "out")
-    for name in ("weak_train", "val", "test_id", "test_ood"):  # the held-out score; the hard half is the higher
-        assert all(math.isclose(r["difficulty"], int(r["uid"][:6], 16) / 16**6) for r in got[name])
-    assert max(r["difficulty"] for n in ("weak_train", "val", "test_id") for r in got[n]) <= min(
-        r["difficulty"] for r in got["test_ood"])
+    rated = [r for name in ("weak_train", "val", "test_id", "test_ood") for r in got[name]]
+    # difficulty = the held-out score's rank in [0, 1], in the score's order; the hard half is the higher
+    assert all(0 <= r["difficulty"] <= 1 for r in rated)
+    assert sorted(rated, key=fake_score) == sorted(rated, key=lambda r: (r["difficulty"], fake_score(r)))
+    assert max(fake_score(r) for n in ("weak_train", "val", "test_id") for r in got[n]) <= min(
+        fake_score(r) for r in got["test_ood"])
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["raters"] == ["weak"]
+
+
+def test_a_rater_panel_rates_with_each_model_and_is_recorded(make_config, tmp_path):
+    """Both raters fit every fold; two raters that agree give the splits of one of them alone (the mean of
+    two equal ranks is that rank); the manifest and the provenance record name the panel."""
+    weak, strong = FakeRater(), FakeRater()
+    panel = {"strategy": "model", "rater": ["weak", "strong"], "folds": 3}
+    prepare_data(synthetic_config(make_config, difficulty=panel), "synthetic", 0, tmp_path / "panel",
+                 raters={"weak": weak, "strong": strong})
+    assert len(weak.calls) == len(strong.calls) == 3
+    manifest = json.loads((tmp_path / "panel" / "manifest.json").read_text())
+    assert manifest["raters"] == ["weak", "strong"] and manifest["strategy"]["rater"] == ["weak", "strong"]
+    assert json.loads((tmp_path / "panel.provenance.json").read_text())["extra"]["raters"] == ["weak", "strong"]
+    prepare_data(synthetic_config(make_config, difficulty={**panel, "rater": "weak"}), "synthetic", 0,
+                 tmp_path / "one", raters={"weak": FakeRater()})
+    assert read_splits(tmp_path / "panel") == read_splits(tmp_path / "one")
 
 
 def test_model_strategy_without_a_rater_asks_for_one(make_config, tmp_path):
-    cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak"})
-    with pytest.raises(UserError, match="--rater-model"):
-        prepare_data(cfg, "synthetic", 0, tmp_path / "out")
+    cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": ["weak", "strong"]})
+    with pytest.raises(UserError, match=r"each rater \(weak, strong\); pass --rater-model strong=PATH"):
+        prepare_data(cfg, "synthetic", 0, tmp_path / "out", rater_models={"weak": tmp_path})
+    with pytest.raises(UserError, match=r"--rater-model tiny=...: 'tiny' is not a rater of difficulty.rater \(weak, strong\)"):
+        prepare_data(cfg, "synthetic", 0, tmp_path / "out",
+                     rater_models={"weak": tmp_path, "strong": tmp_path, "tiny": tmp_path})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rater-model", "weak"], "--rater-model 'weak': expected NAME=PATH"),
+    (["--rater-model", "weak=/a", "--rater-model", "weak=/b"], "--rater-model weak=...: given twice"),
+    (["--rater-model", "strong=/a"], "pass --rater-model weak=PATH"),
+])
+def test_cli_rater_model_is_name_equals_path(config_file, tmp_path, capsys, flags, message):
+    config = config_file(datasets=[{"name": "synthetic", "sizes": SMALL, "difficulty": {"strategy": "model", "rater": "weak"}}])
+    assert run_cli(config, "synthetic", tmp_path / "out", *flags) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_real_model_rater_on_a_tiny_model(make_config, tiny_model_dir):
@@ -261,6 +299,34 @@ def test_cli_arc_source_strategy_easy_and_challenge(config_file, tmp_path):
     # an Easy row lands in test_ood only as the twin of a Challenge question
     assert all(r["source"] == "ARC-Challenge" or r["uid"] in challenge_uids for r in got["test_ood"])
     assert all("answerKey" not in r for r in got["student_pool"])
+
+
+ARC_GRADES = {"file": "arc_annotations/arc-challenge-easy-annotations.json", "field": "grade",
+              "key": {"ARC-Easy": "ARCEZ_{id}", "ARC-Challenge": "ARCCH_{id}"},
+              "easy": ["Grade 03", "Grade 04", "Grade 05"], "hard": ["Grade 08"]}
+
+
+def test_cli_arc_human_grades_split_and_count_the_rows_left_out(config_file, tmp_path):
+    """data_dir/README.md: 5120 of the 7787 ARC rows are annotated, so 2667 are not; of those annotated, grades
+    6 and 7 and the two subjects (263 + 792 + 408 + 191 = 1654) are neither easy nor hard. Easy splits hold
+    grades 3-5, test_ood grade 8."""
+    sizes = {"weak_train": 300, "val": 100, "test_id": 200, "student_pool": 300, "test_ood": 200}
+    difficulty = {"strategy": "annotation", "annotation": ARC_GRADES}
+    config = config_file(datasets=[{"name": "arc", "sizes": sizes, "difficulty": difficulty}], data_dir=str(SHARED_DATA))
+    assert run_cli(config, "arc", tmp_path / "arc") == 0
+    manifest = json.loads((tmp_path / "arc" / "manifest.json").read_text())
+    assert manifest["rows"]["all"] == 7787 and manifest["raters"] == []
+    assert manifest["rows"]["left_out"] == {"not_annotated": 2667, "neither_easy_nor_hard": 1654}
+    assert manifest["rows"]["hard"] == 2032  # the grade-8 rows (no easy-graded row repeats a grade-8 question)
+    annotations = json.loads((SHARED_DATA / ARC_GRADES["file"]).read_text())
+    grade = {}
+    for name, rows in read_splits(tmp_path / "arc").items():
+        if name != "student_pool":  # its public rows keep no id
+            grade[name] = {annotations[ARC_GRADES["key"][r["source"]].format(**r)]["grade"] for r in rows}
+    assert {g for name in ("weak_train", "val", "test_id") for g in grade[name]} <= {"Grade 03", "Grade 04", "Grade 05"}
+    assert grade["test_ood"] == {"Grade 08"}
+    provenance = json.loads((tmp_path / "arc.provenance.json").read_text())
+    assert str(SHARED_DATA / ARC_GRADES["file"]) in provenance["inputs"]
 
 
 def test_cli_sciq_repeated_questions_stay_in_one_split(config_file, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from ensemw2s.errors import UserError
 from ensemw2s.selections import load_metrics
-from ensemw2s.tables import TABLES, protocol_note, write_table
+from ensemw2s.tables import TABLES, claim_verdict, protocol_note, write_table
 from tests.test_report import ENSEMBLES, collected_run
 
 
@@ -38,7 +38,7 @@ def _rows_csv(path, rows):
 
 def test_registry_names_every_table():
     assert TABLES.names() == sorted(["experts", "students", "rounds", "ablations", "compute", "paper_claims",
-                                     "summary", "controls_aa", "diagnostics", "controls", "variants"])
+                                     "summary", "controls_aa", "diagnostics", "controls", "variants", "sanity"])
 
 
 def test_experts_table(run, tmp_path):
@@ -149,7 +149,20 @@ def test_paper_claims_say_when_r_star_is_one(tmp_path):
     at_last = frame[frame["at"] == "r=T"].iloc[0]
     assert at_last["r"] == 3 and float(at_last["MDE (points)"]) == 3.0
     assert at_last["detectable at 80% power?"] == "yes: MDE 3.0 <= 4"
+    assert at_last["verdict"] == "supported"  # CI [1, 3]: above 0
+    assert at_star["verdict"].startswith("r* = 1")
     assert "n/a (r* = 1)" in (tmp_path / "claims.md").read_text()
+
+
+@pytest.mark.parametrize("low, high, verdict", [
+    (0.5, 2.0, "supported"),  # above 0 (though below the claim: the rule's first branch wins)
+    (-3.0, 3.5, "inconsistent with the claim"),  # the claim (4) is above the CI
+    (-1.0, 5.0, "not resolvable at this size"),  # holds both 0 and 4
+    (-1.0, 4.0, "not resolvable at this size"),  # the claim on the bound is not excluded
+])
+def test_claim_verdict_by_the_rule_fixed_in_advance(low, high, verdict):
+    row = {"at": "r=T", "r_star": 2, "ci_low": low, "ci_high": high, "paper": 4.0}
+    assert claim_verdict(row) == verdict
 
 
 def test_summary_reads_top_to_bottom(run, tmp_path):
@@ -306,3 +319,33 @@ def test_variants_table_reads_each_variant_at_its_last_round(tmp_path):
     assert pd.isna(longer["token fix rate h_r, val"])
     line = next(x for x in (tmp_path / "variants.md").read_text().splitlines() if "| boost " in x)
     assert "-2.0 [-5.0, +1.0]" in line and "+3.0 [+1.0, +5.0]" in line and "25.0" in line and "600" in line
+
+
+def test_sanity_table_flags_a_degenerate_predictor(tmp_path):
+    """Per model and round: top pick shares per split, the degenerate flag (every flagged split's note, else
+    "no"), and each ensemble's pseudo-answer shares; models in role order (bases, experts, ensembles, students)."""
+    flag = "degenerate: picks choice 0 on 95.0% of questions"
+    rows = [
+        {**_gain_row("student", "pick_top_share", "test_id", 0.95, "boost", 3, strong="s"), "note": flag},
+        _gain_row("student", "pick_top_share", "val", 0.4, "boost", 3, strong="s"),
+        _gain_row("ensemble", "pick_top_share", "test_id", 0.3, "boost", 3),
+        _gain_row("ensemble", "pseudo_choice_match_share", "student_pool", 0.8, "boost", 3, score=""),
+        _gain_row("ensemble", "pseudo_truncated_share", "student_pool", 0.1, "boost", 3, score=""),
+        _gain_row("ensemble", "pseudo_mean_answer_tokens", "student_pool", 3.25, "boost", 3, score=""),
+        _gain_row("ensemble", "pick_top_share", "test_id", 0.9, "boost", 3, score="acc_norm"),  # not the primary score
+        _gain_row("weak_base", "pick_top_share", "test_ood", 0.25, "", 0),
+        _gain_row("ensemble", "acc", "test_id", 0.7, "boost", 3),  # not a sanity metric
+    ]
+    _write("sanity", _rows_csv(tmp_path / "m.csv", rows), [], tmp_path / "sanity")
+    frame = pd.read_csv(tmp_path / "sanity.csv", keep_default_na=False)
+    assert list(frame["model"]) == ["weak base", "ensemble boost", "student boost"]
+    assert [c for c in frame.columns if "ci_" not in c][5:] == [
+        "val top pick share", "ID top pick share", "OOD top pick share", "degenerate", "pseudo-answers that are a choice",
+        "pseudo-answers truncated", "pseudo-answer tokens (mean)"]
+    base, ens, student = (frame.iloc[i] for i in range(3))
+    number = lambda row, *cols: tuple(float(row[c]) for c in cols)  # noqa: E731  (empty cells keep the columns text)
+    assert number(student, "ID top pick share", "val top pick share") == (0.95, 0.4)
+    assert student["degenerate"] == f"ID {flag}" and ens["degenerate"] == "no" and base["degenerate"] == "no"
+    assert number(ens, "ID top pick share", "pseudo-answers that are a choice", "pseudo-answers truncated",
+                  "pseudo-answer tokens (mean)") == (0.3, 0.8, 0.1, 3.25)
+    assert number(base, "OOD top pick share") == (0.25,) and student["pseudo-answers that are a choice"] == ""

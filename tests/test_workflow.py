@@ -56,7 +56,7 @@ def test_default_dag_expands_rounds_and_roles(tmp_path):
     # weak and strong base, ceiling, 6 experts, 5 ensembles (r >= 2), 5 students, the A/A replicate:
     # one rule scores all
     assert counts["evaluate"] == SEEDS * (2 + 1 + 6 + 5 + 5 + 1)
-    assert counts["table"] == 11 and counts["figure"] == 6
+    assert counts["table"] == 12 and counts["figure"] == 6
     assert counts["metrics"] == 1 and counts["provenance"] == 1
 
 

@@ -1,6 +1,7 @@
 # Hub models are downloaded once, on the submitting node; models are materialised once (tiny: built +
 # pretrained; gguf: converted; hub: a pointer to the fetched copy; path: a pointer), and each dataset is
-# split once per seed.
+# split once per seed, after every rater of its difficulty panel is prepared.
+from ensemw2s.strategies import annotation_file
 
 
 localrules:
@@ -35,10 +36,23 @@ def fetched_input(wildcards):
     return [fetched_model(wildcards.model)] if C.model(wildcards.model).source == "hub" else []
 
 
-def rater_input(wildcards):
-    """The prepared rater checkpoint, for a difficulty strategy that needs one."""
+def rater_models(wildcards):
+    """Rater name -> its prepared checkpoint, for each rater of the panel of a strategy that needs raters."""
     difficulty = C.dataset(wildcards.dataset).difficulty
-    return [f"{RUN}/models/{difficulty.rater}"] if STRATEGIES.get(difficulty.strategy).needs_rater else []
+    needs_rater = STRATEGIES.get(difficulty.strategy).needs_rater
+    return {name: f"{RUN}/models/{name}" for name in difficulty.raters} if needs_rater else {}
+
+
+def rater_args(wildcards):
+    """prepare-data's `--rater-model NAME=PATH`, once per rater of the panel."""
+    return " ".join(f"--rater-model {shlex.quote(f'{name}={path}')}" for name, path in rater_models(wildcards).items())
+
+
+def annotation_input(wildcards):
+    """The `annotation` strategy's file: the splits are made again when it is edited."""
+    difficulty = C.dataset(wildcards.dataset).difficulty
+    needs = STRATEGIES.get(difficulty.strategy).needs == "annotation"
+    return [str(annotation_file(difficulty.annotation, C.data_dir))] if needs else []
 
 
 rule prepare_model:
@@ -75,14 +89,15 @@ def fetched_data(wildcards):
 
 rule prepare_data:
     input:
-        rater=rater_input,
+        rater=lambda w: list(rater_models(w).values()),
+        annotations=annotation_input,
         definition=definition_file,
         fetched=fetched_data,
     output:
         directory(split_dir("{dataset}", "{seed}")),
     params:
         h=lambda w: step_hash("prepare_data", dataset=w.dataset),
-        rater=lambda w, input: f"--rater-model {input.rater}" if input.rater else "",
+        rater=rater_args,
         fetched=lambda w, input: f"--fetched {input.fetched}" if input.fetched else "",
     log:
         log("data/{dataset}_s{seed}"),
