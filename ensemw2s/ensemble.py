@@ -87,9 +87,7 @@ class SharedContextBatch:
     context_ids: torch.Tensor  # (Q, L) the distinct contexts, left-padded
     context_mask: torch.Tensor  # (Q, L)
     owner: torch.Tensor  # (B,) each request's context row
-    continuation_ids: torch.Tensor  # (B, C-1) the continuations' first C-1 tokens, right-padded
-    continuation_mask: torch.Tensor  # (B, C-1)
-    targets: torch.Tensor  # (B, C) continuation tokens, left-aligned
+    targets: torch.Tensor  # (B, C) continuation tokens, left-aligned (right-padded)
     valid: torch.Tensor  # (B, C) False where a shorter continuation is padded
 
     def logits(self, runner) -> torch.Tensor:
@@ -97,27 +95,32 @@ class SharedContextBatch:
         first, cache = runner.logits(self.context_ids, self.context_mask, _positions(self.context_mask), 1,
                                      use_cache=True)  # (T, Q, 1, V): predicts each continuation's first token
         first = first[:, self.owner]  # (T, B, 1, V)
-        n = self.continuation_ids.shape[1]
+        n = self.targets.shape[1] - 1  # the continuations' first C-1 tokens predict the rest
         if n == 0:
             return first
         runner.select_rows(cache, self.owner, len(self.context_ids))  # one cache row per request
-        mask = torch.cat([self.context_mask[self.owner], self.continuation_mask], dim=1)  # (B, L + C-1)
+        mask = torch.cat([self.context_mask[self.owner], self.valid[:, :n].long()], dim=1)  # (B, L + C-1)
         start = self.context_mask.sum(-1)[self.owner].unsqueeze(1)  # (B, 1) position of the first continuation token
         positions = start + torch.arange(n, device=start.device)  # (B, C-1)
-        rest, _ = runner.logits(self.continuation_ids, mask, positions, n, cache=cache, use_cache=True)
+        rest, _ = runner.logits(self.targets[:, :n], mask, positions, n, cache=cache, use_cache=True)
         return torch.cat([first, rest], dim=2)
+
+
+def _padded_targets(seqs: list[Sequence[int]], right_aligned: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuations -> (B, C) token ids padded with PAD_ID (on the left when right_aligned) and their valid mask."""
+    C = max(len(s) for s in seqs)
+    targets = torch.full((len(seqs), C), PAD_ID, dtype=torch.long)
+    valid = torch.zeros((len(seqs), C), dtype=torch.bool)
+    for row, s in enumerate(seqs):
+        cols = slice(C - len(s), C) if right_aligned else slice(0, len(s))
+        targets[row, cols] = torch.tensor(list(s), dtype=torch.long)
+        valid[row, cols] = True
+    return targets.to(device), valid.to(device)
 
 
 def _flat_batch(index: list[int], inputs: list[list[int]], continuations, device) -> ScoringBatch:
     ids, mask = _left_pad([inputs[i] for i in index], device)
-    C = max(len(continuations[i]) for i in index)
-    targets = torch.full((len(index), C), PAD_ID, dtype=torch.long)
-    valid = torch.zeros((len(index), C), dtype=torch.bool)
-    for row, i in enumerate(index):
-        n = len(continuations[i])
-        targets[row, C - n:] = torch.tensor(list(continuations[i]), dtype=torch.long)
-        valid[row, C - n:] = True
-    return ScoringBatch(index, ids, mask, targets.to(device), valid.to(device))
+    return ScoringBatch(index, ids, mask, *_padded_targets([continuations[i] for i in index], True, device))
 
 
 def _shared_batch(groups: list[list[int]], contexts, continuations, device) -> SharedContextBatch:
@@ -125,15 +128,8 @@ def _shared_batch(groups: list[list[int]], contexts, continuations, device) -> S
     context_ids, context_mask = _left_pad([contexts[g[0]] for g in groups], device)
     index = [i for g in groups for i in g]
     owner = torch.tensor([q for q, g in enumerate(groups) for _ in g], device=device)
-    C = max(len(continuations[i]) for i in index)
-    targets = torch.full((len(index), C), PAD_ID, dtype=torch.long)
-    valid = torch.zeros((len(index), C), dtype=torch.bool)
-    for row, i in enumerate(index):
-        n = len(continuations[i])
-        targets[row, :n] = torch.tensor(list(continuations[i]), dtype=torch.long)
-        valid[row, :n] = True
-    return SharedContextBatch(index, context_ids, context_mask, owner, targets[:, :-1].to(device),
-                              valid[:, :-1].long().to(device), targets.to(device), valid.to(device))
+    return SharedContextBatch(index, context_ids, context_mask, owner,
+                              *_padded_targets([continuations[i] for i in index], False, device))
 
 
 def scoring_batches(contexts, continuations, batch_size: int, max_length: int | None, device):
@@ -156,18 +152,17 @@ def scoring_batches(contexts, continuations, batch_size: int, max_length: int | 
         inputs.append(seq[:-1])
         by_context.setdefault(tuple(ctx), []).append(i)
     shared, alone = [], []
+    most = CONTINUATIONS_PER_CONTEXT * batch_size  # continuations of one shared batch
     for key, group in by_context.items():
         untruncated = all(len(inputs[i]) == len(key) + len(continuations[i]) - 1 for i in group)
         if len(group) > 1 and untruncated:
-            step = CONTINUATIONS_PER_CONTEXT * batch_size
-            shared += [group[lo:lo + step] for lo in range(0, len(group), step)]
+            shared += [group[lo:lo + most] for lo in range(0, len(group), most)]
         else:
             alone += group
     shared.sort(key=lambda g: -len(contexts[g[0]]))
     batch: list[list[int]] = []
     for group in shared:
-        if batch and (len(batch) == batch_size
-                      or sum(map(len, batch)) + len(group) > CONTINUATIONS_PER_CONTEXT * batch_size):
+        if batch and (len(batch) == batch_size or sum(map(len, batch)) + len(group) > most):
             yield _shared_batch(batch, contexts, continuations, device)
             batch = []
         batch.append(group)

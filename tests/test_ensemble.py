@@ -218,7 +218,7 @@ def test_single_token_choices_need_only_the_context_run(experts, tok):
     contexts = [tok.encode(p) for p in PROMPTS for _ in range(3)]
     conts = [[t] for _ in PROMPTS for t in (5, 17, 40)]  # one token each
     (batch,) = scoring_batches(contexts, conts, 64, None, "cpu")
-    assert batch.continuation_ids.shape[1] == 0
+    assert batch.targets.shape[1] == 1  # nothing to run after the context
     for (lp, greedy), ctx, cont in zip(ens.loglikelihood(contexts, conts), contexts, conts):
         own_lp, own_greedy = own_loglikelihood(experts[0], ctx, cont)
         assert lp == pytest.approx(own_lp, abs=loglikelihood_tolerance(own_lp, len(cont), len(tok)))
