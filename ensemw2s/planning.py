@@ -22,11 +22,10 @@ import numpy as np
 from ensemw2s import metrics as M
 from ensemw2s.controls import CONTROL_KINDS
 from ensemw2s.errors import UserError
-from ensemw2s.scores import load_score
+from ensemw2s.scores import PRIMARY_SCORE, load_score
 from ensemw2s.variants import METHOD
 
 TEST_SPLITS = ("test_id", "test_ood")
-PRIMARY_SCORE = "acc"
 
 
 def planned_test_size(discordance: float, delta: float, seeds: int) -> int:

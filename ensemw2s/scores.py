@@ -27,6 +27,7 @@ META_DEFAULTS: dict[str, Any] = {"role": None, "weak_model": "", "strong_model":
                                  "seed": None, "round": 0, "ensemble": ""}
 INT_META = ("seed", "round")
 SCORES = ("acc", "acc_norm", "exact_match")  # per-example keys of a score file, in this order
+PRIMARY_SCORE = "acc"  # the pre-specified primary metric: multiple-choice accuracy
 PICKS = ("pick", "gold")  # per-example multiple-choice pick and gold index (ints; absent in older files)
 
 

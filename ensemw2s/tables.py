@@ -17,7 +17,7 @@ import pandas as pd
 from ensemw2s import controls, diagnostics
 from ensemw2s.io import atomic_path, write_text
 from ensemw2s.registry import Registry
-from ensemw2s.scores import ROLES, SCORES
+from ensemw2s.scores import PRIMARY_SCORE, ROLES, SCORES
 from ensemw2s.selections import (FAMILY, SCORE_LABEL, SPLIT_LABEL, accuracy_rows, at_best_round, best_rounds,
                                  ensemble_order, need, pair_label, pooled)
 from ensemw2s.variants import METHOD
@@ -253,9 +253,6 @@ def table_compute(frame: pd.DataFrame, boosting: list[Path]) -> Table:
                  "Compute per model: mean over seeds of the tokens run through the model(s) while scoring it "
                  "(an ensemble counts every expert), and wall time or GPU-hours where recorded. Training cost per "
                  "step is in provenance.json.")
-
-
-PRIMARY_SCORE = "acc"  # the pre-specified primary metric: multiple-choice accuracy
 
 
 def _claim_rows(p: pd.DataFrame, claim: str, role: str, metric: str, split: str, paper: float) -> pd.DataFrame:
