@@ -33,7 +33,7 @@ bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
 
 # Recompute a committed run's metrics.csv, tables and figures from its committed score files, boosting.json and
-# pseudo-label sidecars (no training, no scoring): `make rereport RUN=results/cpu-real`.
+# pseudo-label sidecars (no training, no scoring): `make rereport RUN=results/cpu-real-pilot`.
 RUN ?= results/default
 rereport: setup
 	$(BIN)/ensemw2s metrics --config $(RUN)/config.yaml --out $(RUN)/metrics.csv \

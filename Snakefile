@@ -18,6 +18,7 @@ rule all:
     input:
         f"{RUN}/metrics.csv",
         f"{RUN}/provenance.json",
+        go_no_go_files(),
         report_targets(),
 
 

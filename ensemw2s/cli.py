@@ -28,7 +28,7 @@ def _meta(pairs: list[str]) -> dict[str, str]:
 
 
 def _rater_models(items: list[str]) -> dict[str, Path]:
-    """prepare-data's `--rater-model NAME=PATH ...` as name -> checkpoint."""
+    """rate-data's `--rater-model NAME=PATH ...` as name -> checkpoint."""
     out: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -51,14 +51,24 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", default=None, help="override data_dir of the config")
         return sp
 
+    def rating_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--rater-model", action="append", default=[], metavar="NAME=PATH",
+                        help="difficulty 'model': the prepared checkpoint of rater NAME (one of difficulty.rater); "
+                             "repeat it once per rater of a panel")
+        sp.add_argument("--fetched", type=Path, default=None, help="load_from hub: the local copy of `ensemw2s fetch`")
+
+    sp = step("rate-data", "Rate one dataset's difficulty once, for every seed (rated.jsonl + manifest.json).")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--out", required=True, type=Path, help="output directory")
+    rating_args(sp)
+
     sp = step("prepare-data", "Write the seeded difficulty splits of one dataset (one JSONL per split + manifest.json).")
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
     sp.add_argument("--out", required=True, type=Path, help="output directory")
-    sp.add_argument("--rater-model", action="append", default=[], metavar="NAME=PATH",
-                    help="difficulty 'model': the prepared checkpoint of rater NAME (one of difficulty.rater); "
-                         "repeat it once per rater of a panel")
-    sp.add_argument("--fetched", type=Path, default=None, help="load_from hub: the local copy of `ensemw2s fetch`")
+    sp.add_argument("--ratings", type=Path, default=None,
+                    help="rate-data's output (the workflow's); without it the dataset is rated here, as rate-data would")
+    rating_args(sp)
 
     sp = step("fetch", "Download a `source: hub` model or a `load_from: hub` dataset at a commit (needs internet).")
     what = sp.add_mutually_exclusive_group(required=True)
@@ -151,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--delta", type=float, default=5.0, help="the effect to detect, accuracy points (default 5)")
     sp.add_argument("--floor", type=float, default=0.2, help="the least planning discordance (default 0.2)")
 
+    sp = step("go-no-go", "Decide whether a pair leaves room for W2S on seed 0: the ceiling beats h_1 beyond noise.")
+    sp.add_argument("--scores", required=True, nargs="+", type=Path,
+                    help="one score file each of weak_base, strong_base, expert (h_1) and ceiling")
+    sp.add_argument("--out", required=True, type=Path, help="the gate's JSON")
+
     sp = step("provenance", "Write the run's provenance.json (commit, config hash, versions, seeds, step times).")
     sp.add_argument("--records", nargs="*", default=[], type=Path, help="per-step provenance records")
     sp.add_argument("--out", required=True, type=Path)
@@ -174,12 +189,16 @@ def _dispatch(args: argparse.Namespace) -> None:
 
     cfg = config_mod.load(args.config, {"data_dir": args.data_dir})
     s = args.step
-    if s == "prepare-data":
+    if s == "rate-data":
+        from ensemw2s.splits import rate_data
+
+        rate_data(cfg, args.dataset, args.out, rater_models=_rater_models(args.rater_model), fetched=args.fetched)
+    elif s == "prepare-data":
         from ensemw2s.splits import prepare_data
 
         seed = cfg.seeds[0] if args.seed is None else args.seed
-        prepare_data(cfg, args.dataset, seed, args.out, rater_models=_rater_models(args.rater_model),
-                     fetched=args.fetched)
+        prepare_data(cfg, args.dataset, seed, args.out, ratings=args.ratings,
+                     rater_models=_rater_models(args.rater_model), fetched=args.fetched)
     elif s == "fetch":
         from ensemw2s.fetch import fetch_dataset, fetch_model
 
@@ -232,6 +251,13 @@ def _dispatch(args: argparse.Namespace) -> None:
         from ensemw2s.planning import plan
 
         print(plan(cfg, args.committed, args.ablation, args.delta, args.floor))
+    elif s == "go-no-go":
+        from ensemw2s.io import write_json
+        from ensemw2s.planning import go_no_go, render_go_no_go
+
+        gate = go_no_go(args.scores)
+        write_json(args.out, gate)
+        print(render_go_no_go(gate))
     elif s == "provenance":
         from ensemw2s.provenance import write_run_provenance
 

@@ -185,7 +185,7 @@ def boosting_rows(path: str | Path) -> list[dict[str, Any]]:
 
 def _weak_model(path: Path, rec: dict[str, Any]) -> str:
     """The record's weak model. Records written before boosting.json carried it (the committed
-    results/cpu-real) name it only in their path, experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/."""
+    results/cpu-real-pilot) name it only in their path, experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/."""
     if "weak_model" in rec:
         return rec["weak_model"]
     parts = path.parts

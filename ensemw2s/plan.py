@@ -10,8 +10,8 @@ rows of `tokens_per_row` tokens (capped at max_length):
 - train_student / train_ceiling: epochs x student_pool rows;
 - pseudo_label: members x (student_pool [+ val when students select on it]) x (row + max_new_tokens);
 - evaluate: members x scored rows x ((choices + 1) x row + max_new_tokens);
-- prepare_data with a rater: folds x epochs x the other folds' rows, plus one scoring pass (rows = the
-  sum of the configured split sizes).
+- rate_data with a rater, once per dataset: folds x epochs x the other folds' rows, plus one scoring
+  pass (rows = the subsample, else the sum of the configured split sizes).
 Hours = tokens / the model's rate in ensemw2s/throughput.yaml (per GPU; gpu: 0 steps use its cpu rates),
 plus its per-job start-up (job_overhead_s) for every job with model work.
 Torch-free: it reads only the config and the table.
@@ -29,17 +29,18 @@ from ensemw2s.errors import UserError
 from ensemw2s.figures import FIGURES
 from ensemw2s.strategies import STRATEGIES
 from ensemw2s.tables import tables_for
+from ensemw2s.variants import METHOD
 
 THROUGHPUT = Path(__file__).with_name("throughput.yaml")
 
 # rule -> the `resources:` step it runs under (common.smk); rules under none are local (fetch_*, all)
-RESOURCE_STEP = {"train_ceiling": "train_student", "train_replicate": "train_student", "metrics": "report", "provenance": "report", "table": "report",
+RESOURCE_STEP = {"train_ceiling": "train_student", "train_replicate": "train_student", "metrics": "report", "go_no_go": "report", "provenance": "report", "table": "report",
                  "figure": "report"}
-KIND = {"prepare_data": "train", "train_expert": "train", "train_student": "train", "train_ceiling": "train",
+KIND = {"rate_data": "train", "train_expert": "train", "train_student": "train", "train_ceiling": "train",
         "train_replicate": "train",
         "pseudo_label": "decode", "evaluate": "score"}
-ORDER = ("fetch_model", "fetch_dataset", "prepare_model", "prepare_data", "train_expert", "ensemble_manifest", "pseudo_label", "train_student",
-         "train_replicate", "train_ceiling", "evaluate", "metrics", "provenance", "table", "figure", "all")
+ORDER = ("fetch_model", "fetch_dataset", "prepare_model", "rate_data", "prepare_data", "train_expert", "ensemble_manifest", "pseudo_label", "train_student",
+         "train_replicate", "train_ceiling", "evaluate", "go_no_go", "metrics", "provenance", "table", "figure", "all")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Job:
     step: str  # the Snakemake rule
     model: str | None  # whose throughput it runs at (None: no model work)
     tokens: float
-    jobs: int = 1  # Snakemake jobs it counts as: 0 for the second and later raters of one prepare_data
+    jobs: int = 1  # Snakemake jobs it counts as: 0 for the second and later raters of one rate_data
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,17 @@ def jobs(cfg: Config, table: dict) -> list[Job]:
         per_label = pool * (eval_row + ev.max_new_tokens)
         student = st.epochs * d.sizes["student_pool"] * min(row["tokens_per_row"], st.max_length)
         rater = STRATEGIES.get(d.difficulty.strategy).needs_rater
-        n = sum(d.sizes.values())
+        n = d.subsample or sum(d.sizes.values())
         folds = d.difficulty.folds
         ensembles = [(e, r) for e in cfg.variants_on(d.name) for r in cfg.boosting.ensemble_rounds(e)]
         taught = [(e, r) for e in cfg.variants_on(d.name) for r in cfg.boosting.student_rounds(e)]
+        if rater:  # each rater of the panel fits every fold at its own rate, in the one job
+            out += [Job("rate_data", m, (ex.epochs * (folds - 1) * n + n) * train_row, jobs=int(k == 0))
+                    for k, m in enumerate(d.difficulty.raters)]
+        else:
+            out.append(Job("rate_data", None, 0.0))
         for _ in cfg.seeds:
-            if rater:  # each rater of the panel fits every fold at its own rate, in the one job
-                out += [Job("prepare_data", m, (ex.epochs * (folds - 1) * n + n) * train_row, jobs=int(k == 0))
-                        for k, m in enumerate(d.difficulty.raters)]
-            else:
-                out.append(Job("prepare_data", None, 0.0))
+            out.append(Job("prepare_data", None, 0.0))
             for w in cfg.weak_models():
                 out.append(Job("evaluate", w, per_score))  # weak base
                 for v in cfg.variants_on(d.name, experts_only=True):
@@ -118,6 +120,8 @@ def jobs(cfg: Config, table: dict) -> list[Job]:
                 if cfg.aa_replicate():  # the A/A control: a second student of METHOD's h_1
                     out.append(Job("train_replicate", p.strong, student))
                     out.append(Job("evaluate", p.strong, per_score))
+        if METHOD in cfg.variants_on(d.name, experts_only=True):  # the first seed's go / no-go, per pair
+            out += [Job("go_no_go", None, 0.0) for _ in cfg.pairs]
     out += [Job(step, None, 0.0) for step in ("metrics", "provenance", "all")]
     out += [Job("table", None, 0.0) for _ in tables_for(cfg)] + [Job("figure", None, 0.0) for _ in FIGURES.names()]
     return out

@@ -7,6 +7,11 @@ averages S seeds, so its SE is at most sqrt(p_d / (S n)), and an effect delta is
 (5% two-sided) when n >= (z_0.975 + z_0.8)^2 p_d / (S delta^2) questions per seed and split. p_d is planned
 as the largest discordance between an ensemble and h_1 seen in a committed run, never below a floor.
 
+Go / no-go. W2S needs room above the weak supervisor: a pair qualifies on a dataset when, on seed 0,
+its ceiling (the strong model trained on gold student_pool) beats h_1 (the single weak expert) beyond
+noise on every test split: the paired (McNemar) 95% CI of ceiling - h_1 lies above 0. `go_no_go` decides
+it from four score files (bases, h_1, ceiling), before the run pays for boosting and students.
+
 Second variant. Beside the method (variants.METHOD), a real run carries the one variant with the best mean
 `val` gain of its ensemble over h_1 (at its last round) in a committed ablation, controls excluded: chosen on
 `val` of another run, so the real run's test splits play no part in the choice.
@@ -74,6 +79,78 @@ def discordances(run: Path) -> dict[tuple[str, str], float]:
         raise UserError(f"{run}/scores: no ensemble or student scored beside its r = 1 reference on "
                         f"{' or '.join(TEST_SPLITS)}; plan from a run that scored both")
     return out
+
+
+GATE_ROLES = {"weak_base": "weak base, zero-shot", "strong_base": "strong base, zero-shot",
+              "expert": "h_1 (one weak expert)", "ceiling": "ceiling (strong on gold student_pool)"}
+
+
+def go_no_go(score_files: list[Path]) -> dict:
+    """The gate of one dataset, seed and pair (module doc): each test split's accuracies (points), the
+    difference ceiling - h_1 with its paired 95% CI, and `go` = that CI above 0 on every test split."""
+    found: dict[str, dict] = {}
+    for path in score_files:
+        score = load_score(Path(path))
+        role = score["meta"]["role"]
+        if role not in GATE_ROLES or role in found:
+            raise UserError(f"go-no-go: {path} is a second {role!r} score, or not one of {', '.join(GATE_ROLES)}; "
+                            f"pass one score file of each")
+        found[role] = score
+    missing = [r for r in GATE_ROLES if r not in found]
+    if missing:
+        raise UserError(f"go-no-go: no score file of {', '.join(missing)}; pass one of each of {', '.join(GATE_ROLES)}")
+    meta = {k: found["expert"]["meta"][k] for k in ("dataset", "seed", "weak_model")}
+    out = {**meta, "strong_model": found["ceiling"]["meta"]["strong_model"], "score": PRIMARY_SCORE,
+           "rule": "go when the paired 95% CI of ceiling - h_1 is above 0 on every test split", "splits": {}}
+    for split in TEST_SPLITS:
+        blocks = {role: score["splits"].get(split, {}) for role, score in found.items()}
+        uids = blocks["expert"].get("uids")
+        if not uids or any(b.get("uids") != uids for b in blocks.values()):
+            raise UserError(f"go-no-go: the score files do not all score the same {split} rows; rescore them "
+                            f"on one split directory")
+        acc = {role: np.asarray(b["per_example"][PRIMARY_SCORE], dtype=float) for role, b in blocks.items()}
+        mean, cov, n = M.paired_moments(acc["ceiling"] - acc["expert"])
+        diff, se = 100 * float(mean[0]), 100 * math.sqrt(max(float(cov[0, 0]), 0.0))
+        low, high = M.normal_ci(diff, se)
+        out["splits"][split] = {**{role: 100 * float(acc[role].mean()) for role in GATE_ROLES},
+                                "ceiling_minus_h1": diff, "ci_low": low, "ci_high": high, "n": n}
+    out["go"] = all(s["ci_low"] > 0 for s in out["splits"].values())
+    return out
+
+
+def gate_scores(run: Path, cfg) -> dict[tuple[str, str, str], list[Path]]:
+    """(dataset, weak, strong) -> the four score files of its gate in a run's scores/, found by their meta:
+    the first seed's bases, METHOD's h_1 and the ceiling (pairs and datasets of the run's config)."""
+    seed = cfg.seeds[0]
+    found: dict[tuple, Path] = {}
+    for path in sorted((run / "scores").glob(f"*/s{seed}/**/*.json")):
+        if path.name.endswith(".provenance.json"):
+            continue
+        m = load_score(path)["meta"]
+        if m["role"] == "expert" and (m["ensemble"], m["round"]) != (METHOD, 1):
+            continue
+        found[(m["dataset"], m["role"], m["weak_model"] or m["strong_model"])] = path
+    out = {}
+    for d in cfg.datasets:
+        for p in cfg.pairs:
+            keys = [(d.name, "weak_base", p.weak), (d.name, "strong_base", p.strong), (d.name, "expert", p.weak),
+                    (d.name, "ceiling", p.strong)]
+            if all(k in found for k in keys):
+                out[(d.name, p.weak, p.strong)] = [found[k] for k in keys]
+    return out
+
+
+def render_go_no_go(gate: dict) -> str:
+    """The gate as a Markdown table and its verdict line."""
+    head = "| split | " + " | ".join(GATE_ROLES.values()) + " | ceiling - h_1 [95% CI] | n |"
+    lines = [head, "|" + "---|" * (len(GATE_ROLES) + 3)]
+    for split, s in gate["splits"].items():
+        lines.append(f"| {split} | " + " | ".join(f"{s[r]:.1f}" for r in GATE_ROLES)
+                     + f" | {s['ceiling_minus_h1']:+.1f} [{s['ci_low']:+.1f}, {s['ci_high']:+.1f}] | {s['n']} |")
+    verdict = "GO" if gate["go"] else "NO-GO"
+    lines.append(f"\n{gate['dataset']}, seed {gate['seed']}, {gate['weak_model']} -> {gate['strong_model']}: "
+                 f"{verdict} ({gate['rule']}).")
+    return "\n".join(lines)
 
 
 def second_variant(ablation: Path) -> tuple[str, float]:

@@ -1,11 +1,16 @@
-"""Difficulty ratings, seeded disjoint splits and the leak check: `prepare_data` writes one dataset's splits.
+"""Difficulty ratings, seeded disjoint splits and the leak check: `rate_data` rates one dataset once,
+`prepare_data` writes its splits for one seed.
 
 A difficulty strategy (ensemw2s/strategies.py) gives every example a score (larger = harder) and an
-easy/hard flag, or leaves it out (no annotation: counted by reason in manifest.json). Easy rows fill
-weak_train, val, test_id; hard rows fill test_ood; student_pool comes from the tier the dataset's `student_pool` names (easy by default: the W2S protocol, where the weak
-supervisor labels held-out questions of its own training distribution). Rows sharing a uid (the same
-question text) always move together, in the folds of the model rater as in the splits, so a question
-never sits on both sides of a train/test or rater-train/rated boundary. The gold answers of student_pool are written apart (`gold/`),
+easy/hard flag, or leaves it out (no annotation: counted by reason in manifest.json). The rating is one
+measurement of the dataset, shared by every seed of a run (RATING_SEED: its subsample, its raters'
+folds and training), so seeds vary the splits and the training, not which questions are hard; a
+cross-fitted rater panel costs one rating per dataset instead of one per seed.
+Easy rows fill weak_train, val, test_id; hard rows fill test_ood; student_pool comes from the tier the
+dataset's `student_pool` names (easy by default: the W2S protocol, where the weak supervisor labels
+held-out questions of its own training distribution). Rows sharing a uid (the same question text) always
+move together, in the folds of the model rater as in the splits, so a question never sits on both sides
+of a train/test or rater-train/rated boundary. The gold answers of student_pool are written apart (`gold/`),
 for the ceiling alone; its public rows keep only allow-listed fields (ensemw2s/splitdir.py, the contract
 of a split directory, whose `read_pool` refuses any other). Same inputs, same bytes.
 
@@ -22,7 +27,7 @@ from pathlib import Path
 from ensemw2s import catalog, data, provenance, steps
 from ensemw2s.config import Config, as_dict, stable_hash
 from ensemw2s.errors import UserError
-from ensemw2s.io import atomic_dir, sha256_file, write_json, write_jsonl
+from ensemw2s.io import atomic_dir, read_json, read_jsonl, sha256_file, write_json, write_jsonl
 from ensemw2s.splitdir import GOLD_FILE, SPLITS, pool_row
 from ensemw2s.strategies import STRATEGIES, Context, Rater, annotation_file, group_by_uid
 
@@ -33,6 +38,8 @@ TIERS = {
     "hard": {"easy": ("weak_train", "val", "test_id"), "hard": ("student_pool", "test_ood")},
 }
 HELD_OUT = ("student_pool", "test_id", "test_ood")  # must share no question with weak_train or val
+RATING_SEED = 0  # the seed of a dataset's one rating (subsample, rater folds and training), whatever the run's seeds
+RATED_FILE = "rated.jsonl"  # rate_data's rows: the examples the strategy rated, with difficulty and hard
 
 
 class LeakError(AssertionError):
@@ -143,17 +150,9 @@ def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
     return [row for i, row in enumerate(rows) if i in keep]
 
 
-def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path,
-                 rater_models: dict[str, str | Path] | None = None, raters: dict[str, Rater] | None = None,
-                 fetched: str | Path | None = None) -> None:
-    """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
-
-    rater_models: model name -> prepared checkpoint, one per rater of difficulty.rater, for a strategy that
-    needs raters (ignored by the others); `raters` injects ready raters by name instead (tests).
-    student_pool keeps the definition's `pool_fields`, recorded in the manifest for its reader
-    (splitdir.read_pool). The manifest records the raters that rated and the rows the strategy left out.
-    """
-    start = time.perf_counter()
+def _rate(cfg: Config, dataset: str, rater_models: dict[str, str | Path] | None, raters: dict[str, Rater] | None,
+          fetched: str | Path | None) -> tuple[list[dict], dict]:
+    """The dataset's rated rows and what its manifest records of them (examples considered, hard, left out)."""
     spec = cfg.dataset(dataset)
     definition = catalog.definition(dataset, spec.definition)
     strategy = STRATEGIES.get(spec.difficulty.strategy)
@@ -163,11 +162,84 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path,
         _check_rater_models(dataset, spec.difficulty.strategy, panel, rater_models)
 
     def make_rater(name: str) -> Rater:
-        return raters[name] if raters is not None else model_rater(cfg, rater_models[name], name, seed)
+        return raters[name] if raters is not None else model_rater(cfg, rater_models[name], name, RATING_SEED)
 
-    examples = subsample(data.examples(spec, cfg.data_dir, fetched), spec.subsample, seed)
-    context = Context(definition.hard_sources, spec.difficulty, seed, make_rater, cfg.data_dir)
+    examples = subsample(data.examples(spec, cfg.data_dir, fetched), spec.subsample, RATING_SEED)
+    context = Context(definition.hard_sources, spec.difficulty, RATING_SEED, make_rater, cfg.data_dir)
     rows, left_out = rate_examples(examples, context)
+    # all = the examples considered; left_out = those the strategy could not rate, by reason
+    counts = {"all": len(examples), "hard": sum(r["hard"] for r in rows), "left_out": left_out}
+    return rows, {"dataset": dataset, "strategy": as_dict(spec.difficulty), "raters": list(panel),
+                  "rating_seed": RATING_SEED, "rows": counts, "config_hash": stable_hash(as_dict(spec))}
+
+
+def _rating_inputs(cfg: Config, dataset: str, rater_models: dict[str, str | Path] | None,
+                   fetched: str | Path | None) -> list[Path | str]:
+    """The files a rating read: the definition, local rows, the raters' checkpoints, the annotations."""
+    spec = cfg.dataset(dataset)
+    definition = catalog.definition(dataset, spec.definition)
+    strategy = STRATEGIES.get(spec.difficulty.strategy)
+    inputs: list[Path | str] = [definition.path]
+    if spec.load_from == "local":  # local copies; generated and hub rows have no files here
+        inputs += [Path(cfg.data_dir) / part.folder for part in definition.parts]
+    if strategy.needs_rater:
+        inputs += [(rater_models or {})[name] for name in spec.difficulty.raters if name in (rater_models or {})]
+    if strategy.needs == "annotation":
+        inputs.append(annotation_file(spec.difficulty.annotation, cfg.data_dir))
+    return inputs + ([fetched] if fetched is not None else [])
+
+
+def rate_data(cfg: Config, dataset: str, out: str | Path, rater_models: dict[str, str | Path] | None = None,
+              raters: dict[str, Rater] | None = None, fetched: str | Path | None = None) -> None:
+    """Write `out`/rated.jsonl and manifest.json: the dataset's one rating, read by prepare_data for every seed.
+
+    rater_models: model name -> prepared checkpoint, one per rater of difficulty.rater, for a strategy that
+    needs raters (ignored by the others); `raters` injects ready raters by name instead (tests).
+    """
+    start = time.perf_counter()
+    rows, record = _rate(cfg, dataset, rater_models, raters, fetched)
+    with atomic_dir(out) as tmp:
+        write_jsonl(tmp / RATED_FILE, rows)
+        write_json(tmp / "manifest.json", {**record, "files": {RATED_FILE: sha256_file(tmp / RATED_FILE)}})
+    provenance.record(out, cfg, steps.keys(cfg, "rate_data", dataset=dataset),
+                      _rating_inputs(cfg, dataset, rater_models, fetched), {
+        "step": "rate_data", "dataset": dataset, "raters": record["raters"], "rows": record["rows"],
+        "wall_time_s": time.perf_counter() - start})
+
+
+def read_ratings(cfg: Config, dataset: str, ratings: str | Path) -> tuple[list[dict], dict]:
+    """rate_data's rows and manifest; a UserError when they rate another dataset or config entry."""
+    ratings = Path(ratings)
+    manifest = ratings / "manifest.json"
+    if not manifest.is_file():
+        raise UserError(f"{ratings}: no manifest.json; write the ratings with `ensemw2s rate-data --dataset {dataset}`")
+    record = read_json(manifest)
+    expected = stable_hash(as_dict(cfg.dataset(dataset)))
+    if record.get("dataset") != dataset or record.get("config_hash") != expected:
+        raise UserError(f"{ratings}: rates dataset {record.get('dataset')!r} with another config entry than this "
+                        f"config's {dataset!r}; rerun `ensemw2s rate-data --dataset {dataset}` with this config")
+    return read_jsonl(ratings / RATED_FILE), record
+
+
+def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, ratings: str | Path | None = None,
+                 rater_models: dict[str, str | Path] | None = None, raters: dict[str, Rater] | None = None,
+                 fetched: str | Path | None = None) -> None:
+    """Write `out`/{split}.jsonl, gold/student_pool.jsonl and manifest.json for one dataset and seed.
+
+    ratings: rate_data's output (the workflow's way: one rating for every seed); without it the dataset
+    is rated here, as rate_data would rate it (rater_models / raters / fetched as there), to check a new
+    dataset by hand. student_pool keeps the definition's `pool_fields`, recorded in the manifest for its
+    reader (splitdir.read_pool). The manifest records the raters that rated and the rows the strategy left out.
+    """
+    start = time.perf_counter()
+    spec = cfg.dataset(dataset)
+    definition = catalog.definition(dataset, spec.definition)
+    if ratings is None:
+        rows, rating = _rate(cfg, dataset, rater_models, raters, fetched)
+        inputs = _rating_inputs(cfg, dataset, rater_models, fetched)
+    else:
+        rows, rating = read_ratings(cfg, dataset, ratings)
+        inputs = [definition.path, ratings]
     index = assign_splits(rows, [r["hard"] for r in rows], spec.sizes, seed, dataset, spec.student_pool)
     splits = {name: [rows[i] for i in index[name]] for name in SPLITS}
     check_no_leak(splits)
@@ -181,26 +253,19 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path,
         write_json(tmp / "manifest.json", {
             "dataset": dataset,
             "seed": seed,
-            "strategy": as_dict(spec.difficulty),
-            "raters": list(panel),
+            "strategy": rating["strategy"],
+            "raters": rating["raters"],
+            "rating_seed": rating["rating_seed"],
             "student_pool": spec.student_pool,
             "pool_fields": list(definition.pool_fields),
             "sizes": {name: len(splits[name]) for name in SPLITS},
-            # all = the examples considered; left_out = those the strategy could not rate, by reason
-            "rows": {"all": len(examples), "hard": sum(r["hard"] for r in rows), "left_out": left_out},
-            "config_hash": stable_hash(as_dict(spec)),
+            "rows": rating["rows"],
+            "config_hash": rating["config_hash"],
             "files": files,
         })
-    inputs = [definition.path]
-    if spec.load_from == "local":  # local copies; generated and hub rows have no files here
-        inputs += [Path(cfg.data_dir) / part.folder for part in definition.parts]
-    inputs += [rater_models[name] for name in panel if name in rater_models]
-    if strategy.needs == "annotation":
-        inputs.append(annotation_file(spec.difficulty.annotation, cfg.data_dir))
-    inputs += [fetched] if fetched is not None else []
     provenance.record(out, cfg, steps.keys(cfg, "prepare_data", dataset=dataset), inputs, {
         "step": "prepare_data", "dataset": dataset, "seed": seed, "load_from": spec.load_from,
-        "student_pool": spec.student_pool, "raters": list(panel), "left_out": left_out,
+        "student_pool": spec.student_pool, "raters": rating["raters"], "left_out": rating["rows"]["left_out"],
         "sizes": {name: len(splits[name]) for name in SPLITS}, "wall_time_s": time.perf_counter() - start,
     })
 

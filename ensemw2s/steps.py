@@ -25,9 +25,10 @@ def _prepare_model(cfg: Config, model: str) -> list[str]:
     return [f"models.{model}", "seeds.0", f"datasets.{spec.tiny.pretrain_dataset}.options"]
 
 
-def _prepare_data(cfg: Config, dataset: str) -> list[str]:
+def _dataset_rating(cfg: Config, dataset: str) -> list[str]:
     """The resolved dataset entry; data_dir where rows are read from local copies (generated rows and hub
-    rows read none); the rater's model and training. The definition file is a Snakemake input (data.smk)."""
+    rows read none); the raters' models and training. The definition file is a Snakemake input (data.smk).
+    The splits of every seed hash the same keys: they are cut from this rating."""
     spec = cfg.dataset(dataset)
     local = spec.load_from == "local" and catalog.definition(dataset, spec.definition).parts
     keys = [f"datasets.{dataset}"] + (["data_dir"] if local else [])
@@ -40,7 +41,8 @@ STEPS: dict[str, Callable[..., list[str]]] = {
     "fetch_model": lambda cfg, model: [f"models.{model}.id", f"models.{model}.revision"],  # what is downloaded
     "fetch_dataset": lambda cfg, dataset: [f"datasets.{dataset}.name", f"datasets.{dataset}.definition"],
     "prepare_model": _prepare_model,
-    "prepare_data": _prepare_data,
+    "rate_data": _dataset_rating,
+    "prepare_data": _dataset_rating,
     "train_expert": lambda cfg, weak, variant: [
         f"models.{weak}", "training.expert", *(f"boosting.variants.{variant}.{k}" for k in TRAINING_SETTINGS),
         *(["boosting.rounds"] if KINDS.get(cfg.boosting.variant(variant).kind).fit_plan else [])],  # T parts, T x steps
@@ -56,7 +58,8 @@ STEPS: dict[str, Callable[..., list[str]]] = {
 # GPU-hours with them), overridden per step by the config's `resources.<step>`.
 RESOURCES = {
     "prepare_model": dict(gpu=0, mem_mb=16000, runtime=120, cpus_per_gpu=4, threads=1),
-    "prepare_data": dict(gpu=1, mem_mb=16000, runtime=240, cpus_per_gpu=4, threads=1),
+    "rate_data": dict(gpu=1, mem_mb=16000, runtime=240, cpus_per_gpu=4, threads=1),  # the raters fine-tune
+    "prepare_data": dict(gpu=0, mem_mb=4000, runtime=10, cpus_per_gpu=1, threads=1),  # cuts splits from the rating
     "train_expert": dict(gpu=1, mem_mb=32000, runtime=480, cpus_per_gpu=8, threads=1),
     "ensemble_manifest": dict(gpu=0, mem_mb=4000, runtime=10, cpus_per_gpu=1, threads=1),
     "pseudo_label": dict(gpu=1, mem_mb=32000, runtime=240, cpus_per_gpu=8, threads=1),

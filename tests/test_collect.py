@@ -345,7 +345,7 @@ def test_boosting_rows(run):
 
 def test_boosting_rows_are_labelled_by_the_record(tmp_path):
     """A record names its weak model, dataset and seed; one written before it named its weak model (the
-    committed results/cpu-real) gets it from its path, experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/."""
+    committed results/cpu-real-pilot) gets it from its path, experts/<weak>/<dataset>/s<seed>/<variant>/r<t>/."""
     record = {"weak_model": "gpt2", "dataset": "arc", "seed": 3, "variant": "boost", "round": 2, "n_tokens": 40,
               "eps": 0.25, "alpha": None}
     anywhere = tmp_path / "copied" / "boosting.json"

@@ -179,6 +179,7 @@ def test_every_step_output_has_a_provenance_record(complete):
     run = run_dir(complete)
     artefacts = {
         "prepare_model": [run / "models" / "tiny-weak", run / "models" / "tiny-strong"],
+        "rate_data": [run / "ratings" / "synthetic"],
         "prepare_data": [run / "data" / "synthetic" / "s0"],
         "train_expert": [run / EXPERT / "r1", run / EXPERT / "r2"],
         "ensemble_manifest": [p for p in sorted((run / "ensembles").rglob("r*.json")) if not is_record(p)],
@@ -217,7 +218,7 @@ def test_a_changed_key_reruns_only_the_jobs_it_influences(complete):
     assert jobs["train_student"] == 2 + 1 and jobs["train_replicate"] == 1 and jobs["train_ceiling"] == 1
     # the students' (boost r1, r2; longer r1), the replicate's, the ceiling's
     assert jobs["evaluate"] == 3 + 1 + 1 and jobs["metrics"] == 1
-    for untouched in ("prepare_model", "prepare_data", "train_expert", "ensemble_manifest", "pseudo_label"):
+    for untouched in ("prepare_model", "rate_data", "prepare_data", "train_expert", "ensemble_manifest", "pseudo_label"):
         assert untouched not in jobs, (untouched, jobs)
 
     extra.write_text(yaml.safe_dump({"evaluation": {"bootstrap": 50}}))

@@ -40,9 +40,10 @@ def test_default_config_by_hand():
     test_ood 200, epochs 4, max_new_tokens 12, rows of 50 tokens; one seed here, three in the config."""
     rows = by_step(plan.plan(default(seeds=[0]), TABLE))
     assert {s: r.jobs for s, r in rows.items()} == {
-        "prepare_model": 2, "prepare_data": 1, "train_expert": 3 + 3, "ensemble_manifest": 3 + 2 + 1,
+        "prepare_model": 2, "rate_data": 1, "prepare_data": 1, "train_expert": 3 + 3, "ensemble_manifest": 3 + 2 + 1,
         "pseudo_label": 5, "train_student": 5, "train_replicate": 1, "train_ceiling": 1,
-        "evaluate": 2 + 1 + 6 + 5 + 5 + 1, "metrics": 1, "provenance": 1, "table": 12, "figure": 6, "all": 1}
+        "evaluate": 2 + 1 + 6 + 5 + 5 + 1, "go_no_go": 1, "metrics": 1, "provenance": 1, "table": 12,
+        "figure": 6, "all": 1}
     # a partition member fits a third of the rows for 3 x the epochs: h_1's tokens, as the plan counts them
     assert rows["train_expert"].tokens == 6 * (4 + 1) * 300 * 50
     assert rows["train_student"].tokens == 5 * 4 * 300 * 50
@@ -52,13 +53,13 @@ def test_default_config_by_hand():
     # bases, ceiling, experts, ensembles r >= 2 (boost, boost-uniform, partition r3), students, replicate
     scored = 2 + 1 + 6 + (2 + 3 + 2 + 3 + 3) + 5 + 1
     assert rows["evaluate"].tokens == scored * 500 * ((3 + 1) * 50 + 12)
-    assert rows["prepare_data"].tokens == 0  # the synthetic split needs no rater
+    assert rows["rate_data"].tokens == rows["prepare_data"].tokens == 0  # the synthetic split needs no rater
     # gpu: 0 everywhere: CPU job-hours at the cpu rates
     assert rows["train_expert"].gpus == 0
     assert rows["train_expert"].hours == pytest.approx(6 * 5 * 300 * 50 / 1000 / 3600)
     assert rows["pseudo_label"].hours == pytest.approx(members * 400 * 62 / 500 / 3600)
     three = by_step(plan.plan(default(), TABLE))  # the config's three seeds: every per-seed job three times
-    shared = ("prepare_model", "metrics", "provenance", "table", "figure", "all")
+    shared = ("prepare_model", "rate_data", "go_no_go", "metrics", "provenance", "table", "figure", "all")
     assert {s: r.jobs for s, r in three.items()} == {s: r.jobs * (1 if s in shared else 3) for s, r in rows.items()}
 
 
@@ -89,14 +90,14 @@ def test_paper_grid_counts_equal_the_dry_run(tmp_path):
     rows = plan.plan(cfg, plan.load_table())
     counts = dry_run(tmp_path, "--configfile", str(REPO / "config" / "paper.yaml"))
     total = counts.pop("total")
-    assert {r.step: r.jobs for r in rows} == counts and sum(counts.values()) == total == 5434
+    assert {r.step: r.jobs for r in rows} == counts and sum(counts.values()) == total == 5455
     assert all(r.hours > 0 for r in rows if r.step in plan.KIND)  # every GPU step has a rate for its models
 
 
 def test_measured_cpu_rates_are_the_provenance():
-    """Each cpu rate measured on the committed cpu-real run is sum(tokens_processed) / sum(wall_time_s) of
+    """Each cpu rate measured on the committed ARC run (results/cpu-real-arc) is sum(tokens_processed) / sum(wall_time_s) of
     that model's jobs (results/default is rerun often, so its rates carry their commit instead)."""
-    run = "cpu-real"
+    run = "cpu-real-arc"
     kind = {"train_expert": "train", "train_student": "train", "evaluate": "score", "pseudo_label": "decode"}
     total = collections.defaultdict(lambda: [0, 0.0])
     for rec in json.loads((REPO / "results" / run / "provenance.json").read_text())["steps"]:

@@ -6,7 +6,7 @@ from ensemw2s import cli
 
 from ensemw2s.errors import UserError
 from ensemw2s.io import write_json
-from ensemw2s.planning import discordances, plan, planned_test_size, second_variant
+from ensemw2s.planning import discordances, go_no_go, plan, planned_test_size, render_go_no_go, second_variant
 from tests.conftest import REPO
 from ensemw2s.collect import COLUMNS
 
@@ -42,6 +42,54 @@ def test_discordances_take_the_largest_over_comparisons_and_seeds(tmp_path):
     assert discordances(tmp_path) == {("d", "test_id"): 0.6, ("d", "test_ood"): 0.4}
     with pytest.raises(UserError, match="no ensemble or student scored beside its r = 1 reference"):
         discordances(tmp_path / "empty")
+
+
+def _gate_score(root, role, per_split, weak="w", strong="s"):
+    path = root / f"{role}.json"
+    write_json(path, {"meta": {"role": role, "weak_model": weak if role in ("weak_base", "expert") else "",
+                               "strong_model": strong if role in ("strong_base", "ceiling") else "",
+                               "dataset": "d", "seed": 0, "round": int(role == "expert"),
+                               "ensemble": "boost" if role == "expert" else ""},
+                      "splits": {split: {"uids": [f"q{i}" for i in range(len(acc))], "per_example": {"acc": acc}}
+                                 for split, acc in per_split.items()}})
+    return path
+
+
+def test_go_no_go_by_hand(tmp_path, capsys):
+    """test_id: ceiling - h_1 = 0.4 on 10 questions, d = (0 x 5, 1 x 4, 0): var = (0.4 - 0.4^2) / 10 = 0.024,
+    SE 15.49 points, CI 40 -+ 1.96 x 15.49 = [+9.6, +70.4]: above 0. test_ood: d = 0.1, var = (0.1 - 0.01) / 10,
+    SE 9.49, CI [-8.6, +28.6]: includes 0, so the pair does not qualify."""
+    h1 = {"test_id": [1] * 5 + [0] * 5, "test_ood": [1, 0] * 5}
+    ceiling = {"test_id": [1] * 9 + [0], "test_ood": [1, 1, 1, 0, 1, 0, 1, 0, 1, 0]}
+    base = {"test_id": [0, 1] * 5, "test_ood": [0] * 10}
+    files = [_gate_score(tmp_path, "expert", h1), _gate_score(tmp_path, "ceiling", ceiling),
+             _gate_score(tmp_path, "weak_base", base), _gate_score(tmp_path, "strong_base", base)]
+    gate = go_no_go(files)
+    ident, ood = gate["splits"]["test_id"], gate["splits"]["test_ood"]
+    assert ident["expert"] == 50 and ident["ceiling"] == 90 and ident["weak_base"] == 50 and ood["strong_base"] == 0
+    assert ident["ceiling_minus_h1"] == pytest.approx(40) and ident["n"] == 10
+    assert (ident["ci_low"], ident["ci_high"]) == pytest.approx((9.64, 70.36), abs=0.01)
+    assert (ood["ci_low"], ood["ci_high"]) == pytest.approx((-8.59, 28.59), abs=0.01)
+    assert gate["go"] is False and (gate["weak_model"], gate["strong_model"]) == ("w", "s")
+    assert "| test_id | 50.0 | 50.0 | 50.0 | 90.0 | +40.0 [+9.6, +70.4] | 10 |" in render_go_no_go(gate)
+    _gate_score(tmp_path, "ceiling", {**ceiling, "test_ood": [1] * 10})  # d = 0.5, var 0.025: CI [+19.0, +81.0]
+    assert go_no_go(files)["go"] is True
+    out = tmp_path / "gate.json"
+    assert cli.main(["go-no-go", "--config", str(REPO / "config" / "config.yaml"), "--scores", *map(str, files),
+                     "--out", str(out)]) == 0
+    assert "GO (go when" in capsys.readouterr().out and out.is_file()
+
+
+def test_go_no_go_needs_one_file_of_each_role_on_the_same_rows(tmp_path):
+    h1 = _gate_score(tmp_path, "expert", {"test_id": [1, 0], "test_ood": [1, 0]})
+    others = [_gate_score(tmp_path, r, {"test_id": [1, 1], "test_ood": [1, 1]}) for r in ("weak_base", "strong_base")]
+    with pytest.raises(UserError, match="no score file of ceiling"):
+        go_no_go([h1, *others])
+    with pytest.raises(UserError, match="a second 'expert' score"):
+        go_no_go([h1, h1, *others])
+    ceiling = _gate_score(tmp_path, "ceiling", {"test_id": [1, 1, 1], "test_ood": [1, 1]})
+    with pytest.raises(UserError, match="do not all score the same test_id rows"):
+        go_no_go([h1, ceiling, *others])
 
 
 def _ablation(tmp_path, config_file, gains):
@@ -85,7 +133,7 @@ def test_the_real_runs_config_holds_the_plan_the_readme_command_prints(capsys, m
     """config/cpu-real.yaml's header was computed by the README's command from the committed runs, not typed:
     every test size and the second variant it states are what the command prints now."""
     monkeypatch.chdir(REPO)
-    assert cli.main(["power-plan", "--config", "config/cpu-real.yaml", "--committed", "results/cpu-real",
+    assert cli.main(["power-plan", "--config", "config/cpu-real.yaml", "--committed", "results/cpu-real-pilot",
                      "--ablation", "results/ablation"]) == 0
     printed = [line.strip("# ") for line in capsys.readouterr().out.splitlines()]
     header = " ".join(line.strip("# ") for line in (REPO / "config" / "cpu-real.yaml").read_text().splitlines()

@@ -27,7 +27,9 @@ def committed_run(tmp_path_factory):
     run = root / "results" / "fake"
     raw = {**_copy.deepcopy(BASE_CONFIG), "results_dir": str(root / "results")}
     cfg = config_mod.from_dict(raw)
-    scores, boosting = fake_run(root / "work", seeds=(0,), ensembles=("boost",), variants=("boost",))
+    pair = cfg.pairs[0]
+    scores, boosting = fake_run(run, seeds=(0,), datasets=("synthetic",), ensembles=("boost",), variants=("boost",), weak=pair.weak,
+                                strong=pair.strong)  # in the run, as a committed run holds its scores/
     write_metrics(cfg, scores, boosting, run / "metrics.csv")
     (run / "config.yaml").write_text(yaml.safe_dump(cfg.raw, sort_keys=True))
     write_json(run / "provenance.json", {
@@ -65,6 +67,23 @@ def test_generated_blocks_are_written_then_checked(committed_run):
     readme_md.write_text(text.replace("| ", "|  ", 1))  # a hand edit of a generated number's row
     cli_rc = subprocess.run([str(ENSEMW2S), "readme", "--readme", str(readme_md)], capture_output=True, text=True)
     assert cli_rc.returncode == 2 and "generated blocks differ" in cli_rc.stderr and "ensemw2s readme --write" in cli_rc.stderr
+
+
+def test_a_go_no_go_block_is_the_gate_of_the_runs_score_files(committed_run):
+    from ensemw2s import config as config_mod
+    from ensemw2s.planning import gate_scores, go_no_go, render_go_no_go
+    from ensemw2s.readme import END, render
+
+    run = committed_run / "results/fake"
+    gates = gate_scores(run, config_mod.load(run / "config.yaml"))
+    assert len(gates) == 1
+    (files,) = gates.values()
+    assert [p.relative_to(run / "scores/synthetic/s0").as_posix().split("/")[0] for p in files] == [
+        "weak_base", "strong_base", "expert", "ceiling"]
+    assert files[2].as_posix().endswith("/boost/r1.json")  # METHOD's h_1, not a later expert
+    text, changed = render("<!-- generated: go_no_go from results/fake -->\n" + END + "\n", committed_run)
+    assert changed == ["go_no_go from results/fake"]
+    assert render_go_no_go(go_no_go(files)) in text and "synthetic, seed 0" in text
 
 
 def test_generated_block_errors_name_the_fix(committed_run, tmp_path):

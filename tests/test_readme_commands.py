@@ -49,7 +49,7 @@ ELSEWHERE = {
     ("step", cli.LM_EVAL): [("tests.test_lmeval_model", "test_lm_eval_command_writes_the_suites_scores",
                              ('"lm-eval"', '"--include_path"'))],
     ("step", "power-plan"): [("tests.test_planning", "test_the_real_runs_config_holds_the_plan_the_readme_command_prints",
-                              ('"power-plan"', '"results/cpu-real"', '"results/ablation"'))],
+                              ('"power-plan"', '"results/cpu-real-pilot"', '"results/ablation"'))],
 }
 
 
@@ -73,7 +73,7 @@ def readme_commands(text: str) -> list[str]:
 
 
 def _snakemake_check(args: list[str]) -> tuple:
-    profile, configfiles, check = None, [], None
+    profile, configfiles, check, target = None, [], None, None
     it = iter(args)
     for arg in it:
         if arg in SNAKEMAKE_NEUTRAL:
@@ -88,10 +88,14 @@ def _snakemake_check(args: list[str]) -> tuple:
             check = {"-f": "force", "--report": "report", "--unlock": "unlock"}[arg]
             if arg != "--unlock":
                 next(it)  # the target / the report file: checked with a path of the test's own
+        elif not arg.startswith("-") and target is None and check is None:
+            target = arg  # a rule to run instead of `all` (`gate`)
         else:
             return ("uncovered", f"snakemake option {arg}")
     if check == "unlock":
         return ("unlock",)
+    if target is not None:
+        return ("target", profile, tuple(configfiles), target)
     return (check or "dag", profile, tuple(configfiles))
 
 
@@ -136,6 +140,7 @@ def test_extraction_finds_blocks_inline_spans_and_chains():
     assert check_of("snakemake --profile profiles/slurm --configfile config/paper.yaml -n") == (
         "dag", "profiles/slurm", ("config/paper.yaml",))
     assert check_of("snakemake --cores 8 --until metrics") == ("uncovered", "snakemake option --until")
+    assert check_of("snakemake gate --cores 2 --configfile c.yaml") == ("target", None, ("c.yaml",), "gate")
     assert check_of("docker run ensemw2s") == ("uncovered", "docker run ensemw2s")
 
 
@@ -190,6 +195,15 @@ def test_snakemake_commands_shown_dry_run(key, tmp_path):
     counts = dry_run(tmp_path, *(["--profile", profile] if profile else []),
                      *[a for f in configfiles for a in ("--configfile", str(REPO / f))])
     assert counts.get("all") == 1
+
+
+@pytest.mark.parametrize("key", checks("target"))
+def test_snakemake_targets_shown_dry_run(key, tmp_path):
+    """`snakemake ... gate`: the target rule exists and plans only what it needs (no `all`)."""
+    _, profile, configfiles, target = key
+    counts = dry_run(tmp_path, *(["--profile", profile] if profile else []),
+                     *[a for f in configfiles for a in ("--configfile", str(REPO / f))], "--", target)
+    assert counts.get(target) == 1 and "all" not in counts and "metrics" not in counts, counts
 
 
 @pytest.mark.parametrize("key", checks("force"))

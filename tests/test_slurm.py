@@ -34,6 +34,7 @@ ACCOUNT, PARTITION = "w2s_lab", "gpu_test"
 # ask for one GPU (gpu > 1 would launch a student on several processes, tests/test_training.py's job)
 RESOURCES = {
     "prepare_model": {"gpu": 0, "mem_mb": 1100, "runtime": 11},
+    "rate_data": {"gpu": 0, "mem_mb": 1250, "runtime": 12},
     "prepare_data": {"gpu": 0, "mem_mb": 1200, "runtime": 12},
     "train_expert": {"gpu": 1, "mem_mb": 1300, "runtime": 13, "cpus_per_gpu": 3},
     "ensemble_manifest": {"gpu": 0, "mem_mb": 1400, "runtime": 14},

@@ -237,6 +237,45 @@ def test_a_rater_panel_rates_with_each_model_and_is_recorded(make_config, tmp_pa
     assert read_splits(tmp_path / "panel") == read_splits(tmp_path / "one")
 
 
+def test_one_rating_serves_every_seed(make_config, tmp_path):
+    """rate_data fits the panel's folds once; each seed's splits are cut from that rating (the same
+    difficulty per question, other splits), byte for byte what prepare_data writes when it rates itself."""
+    cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak", "folds": 3})
+    rater = FakeRater()
+    splits.rate_data(cfg, "synthetic", tmp_path / "ratings", raters={"weak": rater})
+    assert len(rater.calls) == 3
+    for seed in (0, 1):
+        prepare_data(cfg, "synthetic", seed, tmp_path / f"s{seed}", ratings=tmp_path / "ratings")
+    assert len(rater.calls) == 3  # no seed rated again
+    difficulty = [{r["uid"]: r["difficulty"] for name, rows in read_splits(tmp_path / f"s{seed}").items()
+                   if name != "student_pool" for r in rows} for seed in (0, 1)]  # the pool's rows show no rating
+    shared = difficulty[0].keys() & difficulty[1].keys()
+    assert shared and all(difficulty[0][u] == difficulty[1][u] for u in shared)
+    assert read_splits(tmp_path / "s0")["weak_train"] != read_splits(tmp_path / "s1")["weak_train"]
+    prepare_data(cfg, "synthetic", 0, tmp_path / "alone", raters={"weak": FakeRater()})
+    for rel in [f"{name}.jsonl" for name in SPLITS] + ["gold/student_pool.jsonl", "manifest.json"]:
+        assert (tmp_path / "s0" / rel).read_bytes() == (tmp_path / "alone" / rel).read_bytes(), rel
+    manifest = json.loads((tmp_path / "ratings" / "manifest.json").read_text())
+    assert manifest["rating_seed"] == splits.RATING_SEED and manifest["raters"] == ["weak"]
+    assert manifest["files"] == {splits.RATED_FILE: sha256_file(tmp_path / "ratings" / splits.RATED_FILE)}
+    record = json.loads((tmp_path / "s1.provenance.json").read_text())
+    assert str(tmp_path / "ratings") in record["inputs"]
+    other = synthetic_config(make_config, difficulty={"strategy": "model", "rater": "weak", "folds": 4})
+    with pytest.raises(UserError, match=r"another config entry.*rerun `ensemw2s rate-data --dataset synthetic`"):
+        prepare_data(other, "synthetic", 0, tmp_path / "stale", ratings=tmp_path / "ratings")
+    with pytest.raises(UserError, match=r"no manifest.json; write the ratings with `ensemw2s rate-data"):
+        prepare_data(cfg, "synthetic", 0, tmp_path / "none", ratings=tmp_path / "missing")
+    assert not (tmp_path / "stale").exists() and not (tmp_path / "none").exists()
+
+
+def test_the_cli_rates_once_and_splits_from_the_rating(config_file, tmp_path):
+    path = config_file(datasets=[{"name": "synthetic", "sizes": SMALL}])
+    assert cli.main(["rate-data", "--config", str(path), "--dataset", "synthetic", "--out", str(tmp_path / "r")]) == 0
+    assert run_cli(path, "synthetic", tmp_path / "s0", "--ratings", str(tmp_path / "r")) == 0
+    assert run_cli(path, "synthetic", tmp_path / "alone") == 0
+    assert read_splits(tmp_path / "s0") == read_splits(tmp_path / "alone")
+
+
 def test_model_strategy_without_a_rater_asks_for_one(make_config, tmp_path):
     cfg = synthetic_config(make_config, difficulty={"strategy": "model", "rater": ["weak", "strong"]})
     with pytest.raises(UserError, match=r"each rater \(weak, strong\); pass --rater-model strong=PATH"):

@@ -49,6 +49,7 @@ def test_a_tiny_model_depends_on_its_first_seed_and_pretraining_text(make_config
 def test_every_step_of_the_workflow_has_keys(make_config):
     cfg = make_config()
     labels = {"fetch_model": {"model": "weak"}, "prepare_model": {"model": "weak"}, "prepare_data": {"dataset": "synthetic"},
+              "rate_data": {"dataset": "synthetic"},
               "train_expert": {"weak": "weak", "variant": "boost"}, "ensemble_manifest": {"variant": "boost"},
               "train_student": {"strong": "strong"}, "fetch_dataset": {"dataset": "synthetic"}}
     for step in steps.STEPS:

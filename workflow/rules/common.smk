@@ -118,6 +118,11 @@ def fetched_dataset(dataset):
     return f"{RUN}/hub/datasets/{dataset}"
 
 
+def ratings_dir(dataset):
+    """The dataset's one difficulty rating (rate_data), cut into every seed's splits."""
+    return f"{RUN}/ratings/{dataset}"
+
+
 def split_dir(dataset, seed):
     return f"{RUN}/data/{dataset}/s{seed}"
 
@@ -246,6 +251,19 @@ def score_files():
                 if AA_REPLICATE:
                     out.append(score_file(ds, s, "replicate", f"{p.name}/{METHOD}/r1"))
     return out
+
+
+GATE_SEED = SEEDS[0]  # the go / no-go is decided on the first seed, before the others are paid for
+
+
+def go_no_go_file(dataset, weak, strong):
+    return f"{RUN}/go_no_go/{dataset}/{weak}__{strong}.json"
+
+
+def go_no_go_files():
+    """One gate per dataset and pair, where the run trains METHOD's h_1 (ensemw2s.planning.go_no_go)."""
+    return [go_no_go_file(ds, p.weak, p.strong) for ds in DATASETS for p in PAIRS
+            if METHOD in C.variants_on(ds, experts_only=True)]
 
 
 def pseudo_meta_files():

@@ -1,6 +1,6 @@
 # Hub models are downloaded once, on the submitting node; models are materialised once (tiny: built +
-# pretrained; gguf: converted; hub: a pointer to the fetched copy; path: a pointer), and each dataset is
-# split once per seed, after every rater of its difficulty panel is prepared.
+# pretrained; gguf: converted; hub: a pointer to the fetched copy; path: a pointer); each dataset is
+# rated once, after every rater of its difficulty panel is prepared, and split once per seed from that rating.
 from ensemw2s.strategies import annotation_file
 
 
@@ -44,12 +44,12 @@ def rater_models(wildcards):
 
 
 def rater_args(wildcards):
-    """prepare-data's `--rater-model NAME=PATH`, once per rater of the panel."""
+    """rate-data's `--rater-model NAME=PATH`, once per rater of the panel."""
     return " ".join(f"--rater-model {shlex.quote(f'{name}={path}')}" for name, path in rater_models(wildcards).items())
 
 
 def annotation_input(wildcards):
-    """The `annotation` strategy's file: the splits are made again when it is edited."""
+    """The `annotation` strategy's file: the dataset is rated again when it is edited."""
     difficulty = C.dataset(wildcards.dataset).difficulty
     needs = STRATEGIES.get(difficulty.strategy).needs == "annotation"
     return [str(annotation_file(difficulty.annotation, C.data_dir))] if needs else []
@@ -76,7 +76,7 @@ rule prepare_model:
 
 
 def definition_file(wildcards):
-    """The dataset's definition: splits are made again when it is edited."""
+    """The dataset's definition: the dataset is rated and split again when it is edited."""
     return str(catalog.definition(wildcards.dataset, C.dataset(wildcards.dataset).definition).path)
 
 
@@ -87,18 +87,38 @@ def fetched_data(wildcards):
     return [fetched_dataset(wildcards.dataset)] if hub else []
 
 
-rule prepare_data:
+rule rate_data:
     input:
         rater=lambda w: list(rater_models(w).values()),
         annotations=annotation_input,
         definition=definition_file,
         fetched=fetched_data,
     output:
+        directory(ratings_dir("{dataset}")),
+    params:
+        h=lambda w: step_hash("rate_data", dataset=w.dataset),
+        rater=rater_args,
+        fetched=lambda w, input: f"--fetched {input.fetched}" if input.fetched else "",
+    log:
+        log("ratings/{dataset}"),
+    benchmark:
+        bench("ratings/{dataset}")
+    threads: threads("rate_data")
+    resources:
+        **res("rate_data"),
+    shell:
+        f"{EW} rate-data --config {CFG} --dataset {{wildcards.dataset}} {{params.rater}} {{params.fetched}}"
+        f" --out {{output}} > {{log}} 2>&1"
+
+
+rule prepare_data:
+    input:
+        ratings=ratings_dir("{dataset}"),
+        definition=definition_file,
+    output:
         directory(split_dir("{dataset}", "{seed}")),
     params:
         h=lambda w: step_hash("prepare_data", dataset=w.dataset),
-        rater=rater_args,
-        fetched=lambda w, input: f"--fetched {input.fetched}" if input.fetched else "",
     log:
         log("data/{dataset}_s{seed}"),
     benchmark:
@@ -108,4 +128,4 @@ rule prepare_data:
         **res("prepare_data"),
     shell:
         f"{EW} prepare-data --config {CFG} --dataset {{wildcards.dataset}} --seed {{wildcards.seed}}"
-        f" {{params.rater}} {{params.fetched}} --out {{output}} > {{log}} 2>&1"
+        f" --ratings {{input.ratings}} --out {{output}} > {{log}} 2>&1"

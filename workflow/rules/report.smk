@@ -20,6 +20,28 @@ rule metrics:
         f" --pseudo {{input.pseudo}} --out {{output}} > {{log}} 2>&1"
 
 
+rule go_no_go:
+    input:
+        weak_base=lambda w: score_file(w.dataset, GATE_SEED, "weak_base", w.weak),
+        strong_base=lambda w: score_file(w.dataset, GATE_SEED, "strong_base", w.strong),
+        h1=lambda w: score_file(w.dataset, GATE_SEED, "expert", f"{w.weak}/{METHOD}/r1"),
+        ceiling=lambda w: score_file(w.dataset, GATE_SEED, "ceiling", w.strong),
+    output:
+        go_no_go_file("{dataset}", "{weak}", "{strong}"),
+    log:
+        log("report/go_no_go_{dataset}_{weak}__{strong}"),
+    threads: threads("report")
+    resources:
+        **res("report"),
+    shell:
+        f"{EW} go-no-go --config {CFG} --scores {{input}} --out {{output}} > {{log}} 2>&1"
+
+
+rule gate:  # `snakemake gate --cores N ...`: the first seed's bases, h_1 and ceiling, and each pair's go / no-go
+    input:
+        go_no_go_files(),
+
+
 rule provenance:
     input:
         metrics=f"{RUN}/metrics.csv",
