@@ -74,16 +74,23 @@ def readme_commands(text: str) -> list[str]:
 
 def _snakemake_check(args: list[str]) -> tuple:
     profile, configfiles, check, target = None, [], None, None
+    taking_files = False
     it = iter(args)
     for arg in it:
+        if taking_files and not arg.startswith("-"):
+            configfiles.append(arg)
+            continue
+        taking_files = False
         if arg in SNAKEMAKE_NEUTRAL:
             continue
         if arg in SNAKEMAKE_NEUTRAL_WITH_VALUE:
             next(it)
         elif arg == "--profile":
             profile = next(it)
-        elif arg == "--configfile":
+        elif arg == "--configfile":  # takes every word up to the next option, as snakemake does
             configfiles.append(next(it))
+            taking_files = True
+            continue
         elif arg in ("-f", "--report", "--unlock") and check is None:
             check = {"-f": "force", "--report": "report", "--unlock": "unlock"}[arg]
             if arg != "--unlock":
@@ -141,6 +148,7 @@ def test_extraction_finds_blocks_inline_spans_and_chains():
         "dag", "profiles/slurm", ("config/paper.yaml",))
     assert check_of("snakemake --cores 8 --until metrics") == ("uncovered", "snakemake option --until")
     assert check_of("snakemake gate --cores 2 --configfile c.yaml") == ("target", None, ("c.yaml",), "gate")
+    assert check_of("snakemake gate --configfile c.yaml d.yaml --cores 2") == ("target", None, ("c.yaml", "d.yaml"), "gate")
     assert check_of("docker run ensemw2s") == ("uncovered", "docker run ensemw2s")
 
 
