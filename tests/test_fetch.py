@@ -132,12 +132,15 @@ def test_the_paper_grid_fetches_each_hub_model_once_on_the_submitting_node(tmp_p
     fetches = [line for line in res.stdout.splitlines() if " fetch --config " in line]
     assert len([c for c in fetches if " --model " in c]) == len(hub_models)
     assert not any("HF_HUB_OFFLINE" in c for c in fetches)
-    # the grid's hub datasets (quartz has no local copy) are fetched once too, and split offline
+    # the grid's hub datasets (quartz has no local copy) are fetched once too, rated and split offline
     hub_datasets = {d["name"] for d in paper["datasets"] if d.get("load_from") == "hub"} | {"quartz"}
     assert counts["fetch_dataset"] == len([c for c in fetches if " --dataset " in c]) == len(hub_datasets)
+    ratings = [line for line in res.stdout.splitlines() if " rate-data " in line]
     splits = [line for line in res.stdout.splitlines() if " prepare-data " in line]
-    assert splits and all("HF_HUB_OFFLINE=1 " in c for c in splits)
-    assert all(f"--fetched {tmp_path}/paper/hub/datasets/quartz " in c for c in splits if "--dataset quartz " in c)
+    assert ratings and splits and all("HF_HUB_OFFLINE=1 " in c for c in ratings + splits)
+    quartz = [c for c in ratings if "--dataset quartz " in c]
+    assert quartz and all(f"--fetched {tmp_path}/paper/hub/datasets/quartz " in c for c in quartz)
+    assert all(" --ratings " in c and "--fetched" not in c for c in splits)  # splits read the rating, not the hub
     local = local_rules(tmp_path, *args)
     assert {"fetch_model", "fetch_dataset"} <= local and "prepare_model" not in local
     assert "fetch_model" not in dry_run(tmp_path)  # the default run's tiny models are not fetched

@@ -43,7 +43,7 @@ RESOURCES = {
     "evaluate": {"gpu": 1, "mem_mb": 1700, "runtime": 17, "cpus_per_gpu": 6},
     "report": {"gpu": 0, "mem_mb": 1800, "runtime": 18},
 }
-STEP = {"train_ceiling": "train_student", "train_replicate": "train_student", "metrics": "report", "provenance": "report", "table": "report",
+STEP = {"train_ceiling": "train_student", "train_replicate": "train_student", "metrics": "report", "go_no_go": "report", "provenance": "report", "table": "report",
         "figure": "report"}  # rule -> step, where they differ
 FAIL_FIRST = "rule_prepare_data_"  # the one job whose first attempt fails
 
