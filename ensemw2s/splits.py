@@ -151,8 +151,9 @@ def subsample(rows: list[dict], n: int | None, seed: int) -> list[dict]:
 
 
 def _rate(cfg: Config, dataset: str, rater_models: dict[str, str | Path] | None, raters: dict[str, Rater] | None,
-          fetched: str | Path | None) -> tuple[list[dict], dict]:
-    """The dataset's rated rows and what its manifest records of them (examples considered, hard, left out)."""
+          fetched: str | Path | None) -> tuple[list[dict], dict, list[Path | str]]:
+    """The dataset's rated rows, what its manifest records of them (examples considered, hard, left out),
+    and the files the rating read (the definition, local rows, the raters' checkpoints, the annotations)."""
     spec = cfg.dataset(dataset)
     definition = catalog.definition(dataset, spec.definition)
     strategy = STRATEGIES.get(spec.difficulty.strategy)
@@ -169,24 +170,15 @@ def _rate(cfg: Config, dataset: str, rater_models: dict[str, str | Path] | None,
     rows, left_out = rate_examples(examples, context)
     # all = the examples considered; left_out = those the strategy could not rate, by reason
     counts = {"all": len(examples), "hard": sum(r["hard"] for r in rows), "left_out": left_out}
-    return rows, {"dataset": dataset, "strategy": as_dict(spec.difficulty), "raters": list(panel),
-                  "rating_seed": RATING_SEED, "rows": counts, "config_hash": stable_hash(as_dict(spec))}
-
-
-def _rating_inputs(cfg: Config, dataset: str, rater_models: dict[str, str | Path] | None,
-                   fetched: str | Path | None) -> list[Path | str]:
-    """The files a rating read: the definition, local rows, the raters' checkpoints, the annotations."""
-    spec = cfg.dataset(dataset)
-    definition = catalog.definition(dataset, spec.definition)
-    strategy = STRATEGIES.get(spec.difficulty.strategy)
     inputs: list[Path | str] = [definition.path]
     if spec.load_from == "local":  # local copies; generated and hub rows have no files here
         inputs += [Path(cfg.data_dir) / part.folder for part in definition.parts]
-    if strategy.needs_rater:
-        inputs += [(rater_models or {})[name] for name in spec.difficulty.raters if name in (rater_models or {})]
+    inputs += [rater_models[name] for name in panel if name in rater_models]
     if strategy.needs == "annotation":
         inputs.append(annotation_file(spec.difficulty.annotation, cfg.data_dir))
-    return inputs + ([fetched] if fetched is not None else [])
+    inputs += [fetched] if fetched is not None else []
+    return rows, {"dataset": dataset, "strategy": as_dict(spec.difficulty), "raters": list(panel),
+                  "rating_seed": RATING_SEED, "rows": counts, "config_hash": stable_hash(as_dict(spec))}, inputs
 
 
 def rate_data(cfg: Config, dataset: str, out: str | Path, rater_models: dict[str, str | Path] | None = None,
@@ -197,12 +189,11 @@ def rate_data(cfg: Config, dataset: str, out: str | Path, rater_models: dict[str
     needs raters (ignored by the others); `raters` injects ready raters by name instead (tests).
     """
     start = time.perf_counter()
-    rows, record = _rate(cfg, dataset, rater_models, raters, fetched)
+    rows, record, inputs = _rate(cfg, dataset, rater_models, raters, fetched)
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / RATED_FILE, rows)
         write_json(tmp / "manifest.json", {**record, "files": {RATED_FILE: sha256_file(tmp / RATED_FILE)}})
-    provenance.record(out, cfg, steps.keys(cfg, "rate_data", dataset=dataset),
-                      _rating_inputs(cfg, dataset, rater_models, fetched), {
+    provenance.record(out, cfg, steps.keys(cfg, "rate_data", dataset=dataset), inputs, {
         "step": "rate_data", "dataset": dataset, "raters": record["raters"], "rows": record["rows"],
         "wall_time_s": time.perf_counter() - start})
 
@@ -235,8 +226,7 @@ def prepare_data(cfg: Config, dataset: str, seed: int, out: str | Path, ratings:
     spec = cfg.dataset(dataset)
     definition = catalog.definition(dataset, spec.definition)
     if ratings is None:
-        rows, rating = _rate(cfg, dataset, rater_models, raters, fetched)
-        inputs = _rating_inputs(cfg, dataset, rater_models, fetched)
+        rows, rating, inputs = _rate(cfg, dataset, rater_models, raters, fetched)
     else:
         rows, rating = read_ratings(cfg, dataset, ratings)
         inputs = [definition.path, ratings]
