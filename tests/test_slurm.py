@@ -121,7 +121,7 @@ def test_each_sbatch_carries_its_rules_resources_account_and_partition(runs):
         else:
             assert "--gpus" not in opts and opts["--cpus-per-task"] == "1", opts  # threads: 1
     assert rules == set(RESOURCES) - {"report"} | {"train_ceiling", "train_replicate", "metrics", "provenance", "table",
-                                                   "figure"}
+                                                   "figure", "go_no_go"}
     steps = [c for c in runs["calls"] if c["cmd"] == "srun"]  # each job's step asks for the job's GPUs
     gpus = {job["id"]: job["opts"].get("--gpus") for job in runs["jobs"]}
     assert sorted(c["job"] for c in steps) == sorted(j["id"] for j in runs["jobs"] if not j["failed_on_purpose"])
